@@ -1,0 +1,73 @@
+# sre.runbooks — everything a fresh Debian 12 machine needs, from `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+COLLECTION_LINK := .collections/ansible_collections/sre/runbooks
+SANITY_ROOT := .build/ansible_collections/sre/runbooks
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv install demo test sanity lint unit integration molecule bench build lab-up lab-down lab-status clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+deps: ## Debian packages (apt-get, only the missing ones)
+	@scripts/install-debian-packages.sh requirements/debian.txt
+
+$(VENV)/.installed: requirements/*.txt
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -r requirements/dev.txt
+	@touch $@
+
+venv: $(VENV)/.installed ## Python virtualenv with the pinned toolchain
+
+install: deps venv ## Everything, and the collection where ansible finds it
+	@mkdir -p $(dir $(COLLECTION_LINK))
+	@ln -sfn ../../.. $(COLLECTION_LINK)
+	@$(BIN)/ansible-galaxy collection list sre.runbooks >/dev/null 2>&1 || { echo "collection not found by ansible"; exit 1; }
+
+demo: install ## Lab up, error burst, HighErrorRate runbook, report
+	@scripts/demo.sh
+
+test: install sanity lint unit integration molecule ## Everything CI runs
+
+sanity: install ## ansible-test sanity, no ignore file
+	@rm -rf .build && mkdir -p $(SANITY_ROOT)
+	@git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ $(SANITY_ROOT)/
+	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --python 3.11 --requirements --color no
+
+lint: install ## ansible-lint, production profile
+	$(BIN)/ansible-lint --profile production
+
+unit: install ## pytest unit tests
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
+integration: install ## pytest integration tests against real services
+	$(BIN)/pytest tests/integration -q $(PYTEST_ARGS)
+
+molecule: install ## molecule scenarios (delegated driver, the lab as platform)
+	$(BIN)/molecule test --all
+
+bench: install ## benchmarks (print numbers and ratios)
+	$(BIN)/python benchmarks/log_query.py
+
+build: install ## collection tarball
+	$(BIN)/ansible-galaxy collection build --force
+
+lab-up: install ## start the local lab
+	lab/lab up
+
+lab-down: ## stop the local lab
+	lab/lab down
+
+lab-status: ## show the lab
+	lab/lab status
+
+clean: ## remove build products (not the venv)
+	rm -rf .build .pytest_cache sre-runbooks-*.tar.gz
