@@ -40,6 +40,11 @@ test: install sanity lint unit integration molecule ## Everything CI runs
 sanity: install ## ansible-test sanity, no ignore file
 	@rm -rf .build && mkdir -p $(SANITY_ROOT)
 	@git ls-files -z --cached --others --exclude-standard | rsync -a --from0 --files-from=- ./ $(SANITY_ROOT)/
+	@# ansible-test lists files with git; a repo of its own keeps it from seeing this one's .gitignore.
+	@cd $(SANITY_ROOT) && git init -q && git add -A
+	@pip_version=$$($(BIN)/python -c "import re,ansible_test,pathlib; print(re.search(r\"pip='([0-9.]+)'\", (pathlib.Path(ansible_test.__file__).parent/'_internal/python_requirements.py').read_text()).group(1))"); \
+	  cache=$$HOME/.ansible/test/cache/get_pip_$${pip_version//./_}.py; \
+	  test -s $$cache || { mkdir -p $$(dirname $$cache) && cp scripts/ansible-test-get-pip.py $$cache; }
 	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --python 3.11 --requirements --color no
 
 lint: install ## ansible-lint, production profile

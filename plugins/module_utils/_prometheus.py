@@ -109,7 +109,7 @@ def _normalise_result(data: dict[str, Any]) -> dict[str, Any]:
     elif result_type == "matrix":
         for item in result:
             points = [[_iso(ts), _number(raw)] for ts, raw in item.get("values", [])]
-            numbers = [v for _, v in points if v is not None]
+            numbers = [value for _ts, value in points if value is not None]
             series.append({
                 "metric": item.get("metric", {}),
                 "values": points,

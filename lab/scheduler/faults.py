@@ -1,0 +1,91 @@
+"""Fault injection: a per-host JSON file, re-read when it changes, and release defects.
+
+The file maps fault names to their settings, e.g.::
+
+    {"error_burst": {"rate": 0.5, "kind": "database", "endpoints": ["/api/v1/schedules"]}}
+
+Each name maps to an effect class in ``EFFECTS``; add a class there to add a fault.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from loguru import logger
+
+from .errors import KINDS
+
+DEFAULT_ENDPOINTS = ("/api/v1/schedules", "/api/v1/assignments")
+
+
+@dataclass(frozen=True)
+class ErrorBurst:
+    """A share (``rate``) of requests to ``endpoints`` fail with an exception of ``kind``."""
+
+    rate: float
+    kind: str
+    endpoints: tuple[str, ...]
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> ErrorBurst:
+        rate = float(spec.get("rate", 0.5))
+        kind = spec.get("kind", "database")
+        endpoints = tuple(spec.get("endpoints") or DEFAULT_ENDPOINTS)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be between 0 and 1, not {rate}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        return cls(rate=rate, kind=kind, endpoints=endpoints)
+
+    def failure_for(self, handler: str, rng: random.Random) -> str | None:
+        """The kind of failure this request gets, or None."""
+        if ("*" in self.endpoints or handler in self.endpoints) and rng.random() < self.rate:
+            return self.kind
+        return None
+
+    def describe(self) -> dict:
+        return {"rate": self.rate, "kind": self.kind, "endpoints": list(self.endpoints)}
+
+
+EFFECTS = {"error_burst": ErrorBurst}
+
+
+class FaultSwitch:
+    """Active faults from ``path``; the file is parsed again only when its stat changes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._signature = None
+        self.active: dict[str, object] = {}
+
+    def refresh(self) -> dict[str, object]:
+        try:
+            st = self.path.stat()
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            signature = None
+        if signature != self._signature:
+            self._signature = signature
+            self.active = self._load() if signature else {}
+            logger.info("Fault switch changed: {}", {name: effect.describe() for name, effect in self.active.items()} or "no faults")
+        return self.active
+
+    def _load(self) -> dict[str, object]:
+        try:
+            spec = json.loads(self.path.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError) as exc:
+            logger.error("Ignoring unreadable fault file {}: {}", self.path, exc)
+            return {}
+        active = {}
+        for name, settings in spec.items():
+            effect = EFFECTS.get(name)
+            if effect is None:
+                continue  # a fault for another service
+            try:
+                active[name] = effect.from_spec(settings or {})
+            except (TypeError, ValueError) as exc:
+                logger.error("Ignoring fault {} in {}: {}", name, self.path, exc)
+        return active
