@@ -31,7 +31,8 @@ FEATURES = {
     "thal": ("cat", 0, 3),
 }
 FEATURE_NAMES = list(FEATURES)
-CATEGORICAL = [name for name, (kind, _, _) in FEATURES.items() if kind == "cat" and FEATURES[name][2] > 1]
+# Categorical with more than two codes: one-hot encoded; binary ones stay as 0/1 numbers.
+CATEGORICAL = [name for name, (kind, _low, high) in FEATURES.items() if kind == "cat" and high > 1]
 NUMERIC = [name for name in FEATURE_NAMES if name not in CATEGORICAL]
 TARGET = "target"
 
@@ -72,7 +73,7 @@ def generate(n_rows: int, seed: int, drift: bool = False) -> tuple[np.ndarray, n
     }
     X = np.column_stack([columns[name] for name in FEATURE_NAMES]).astype(float)
     for index, name in enumerate(FEATURE_NAMES):
-        _, low, high = FEATURES[name]
+        low, high = FEATURES[name][1:]
         if drift and name in DRIFT_SHIFT:
             low, high = VALID_RANGES[name]
         X[:, index] = np.clip(X[:, index], low, high)
