@@ -29,8 +29,17 @@ def _deploy_correlation(deployments, onset, window_minutes=120, grace_minutes=5)
         raise AnsibleFilterError(f"deploy_correlation: {exc}") from exc
 
 
-def _error_onset(points, threshold=0.05):
-    return error_onset(points, float(threshold))
+def _error_onset(history, threshold=0.05, groups=None):
+    """Onset from a prometheus_query range result (or a list of points); else the earliest error in ``groups``."""
+    points = history
+    if isinstance(history, dict):
+        series = history.get("series") or []
+        points = series[0].get("values", []) if series else []
+    onset = error_onset(points or [], float(threshold))
+    if onset is None and groups:
+        seen = sorted(g["first_seen"] for g in groups if isinstance(g, dict) and g.get("first_seen"))
+        onset = seen[0] if seen else None
+    return onset
 
 
 def _merge_error_groups(per_host, top=10):

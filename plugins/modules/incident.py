@@ -42,9 +42,10 @@ options:
       - Defaults to O(alert_name).
     type: str
   severity:
-    description: Severity as the runbook names it (V(critical), V(warning), V(info), or V(sev1) to V(sev4)).
+    description:
+      - Severity as the runbook names it (V(critical), V(warning), V(info), or V(sev1) to V(sev4)).
+      - With O(state=open) a new incident gets V(warning) when this is not set; otherwise the severity is only changed when set.
     type: str
-    default: warning
   alert:
     description: The alert as delivered (labels, annotations, startsAt, fingerprint); kept in the record.
     type: dict
@@ -171,7 +172,7 @@ def main() -> None:
             "path": {"type": "path"},
             "alert_name": {"type": "str"},
             "dedup_key": {"type": "str", "no_log": False},
-            "severity": {"type": "str", "default": "warning"},
+            "severity": {"type": "str"},
             "alert": {"type": "dict", "default": {}},
             "runbook": {"type": "str", "default": ""},
             "title": {"type": "str"},
@@ -196,7 +197,7 @@ def main() -> None:
         if params["state"] == "open":
             directory, record, joined, changed = open_or_join(
                 Path(params["incident_dir"]), params["alert_name"], params["dedup_key"] or params["alert_name"],
-                params["severity"], params["alert"], params["runbook"], params["title"] or params["alert_name"],
+                params["severity"] or "warning", params["alert"], params["runbook"], params["title"] or params["alert_name"],
                 params["run_id"], params["remediate"], module.check_mode)
             if (params["severity_info"] or params["summary"]) and not module.check_mode:
                 record, _changed_info = update(directory, {"severity_info": params["severity_info"], "summary": params["summary"]}, False)

@@ -1,0 +1,55 @@
+"""After the runbook: the report names the cause, the bad release is rolled back, the errors stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+testinfra_hosts = ["local://"]
+
+INCIDENTS = Path(os.environ["RUNBOOK_INCIDENT_DIR"])
+LAB = Path(os.environ["LAB_STATE_DIR"])
+
+
+@pytest.fixture(name="record")
+def record_fixture():
+    # converge resolves the incident; the idempotence run then finds nothing open and opens its own.
+    records = sorted(INCIDENTS.glob("HighErrorRate-*/incident.json"))
+    assert records, f"no incident record under {INCIDENTS}"
+    first = records[0]
+    return json.loads(first.read_text()), first.parent / "report.md"
+
+
+def test_report_names_error_type_and_endpoint(record):
+    data, report = record
+    text = report.read_text()
+    assert data["decision"]["error_pattern"] == "database"
+    assert "OperationalError" in data["decision"]["dominant_error"]
+    assert "/api/v1/schedules" in data["decision"]["affected_endpoints"]
+    assert "OperationalError" in text and "/api/v1/schedules" in text
+
+
+def test_deployment_correlated_and_rolled_back(host, record):
+    data, _report = record
+    assert data["decision"]["deployment_correlated"] in (True, "True")
+    assert data["decision"]["rollback_to"] == "v1.4.1"
+    for app in ("app1", "app2"):
+        link = host.file(str(LAB / "hosts" / app / "releases" / "current"))
+        assert link.is_symlink and link.linked_to.endswith("v1.4.1")
+    assert any("rolled back v1.4.2 to v1.4.1" in action["action"] for action in data["actions"])
+
+
+def test_error_rate_recovered_and_incident_resolved(record):
+    data, _report = record
+    assert data["status"] == "resolved", data["timeline"]
+    assert any(event["event"] == "recovered" for event in data["timeline"])
+
+
+def test_rerun_changed_nothing():
+    records = sorted(INCIDENTS.glob("HighErrorRate-*/incident.json"))
+    assert len(records) == 2, records
+    rerun = json.loads(records[1].read_text())
+    assert rerun["actions"] == [] and rerun["decision"]["deployment_correlated"] in (False, "False")
