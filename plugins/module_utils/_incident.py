@@ -197,8 +197,9 @@ def render_markdown(record: dict[str, Any]) -> str:
             if table and table.get("rows"):
                 out += _table(table["columns"], table["rows"]) + [""]
     sections = (
-        ("actions", "Actions taken", lambda a: f"- {a.get('time', '')} {a.get('host', '')} {a.get('action', a)}: {a.get('result', '')}"),
-        ("unchecked", "Could not check", lambda u: f"- {u.get('what', u)}{' on ' + u['host'] if u.get('host') else ''}: {u.get('reason', '')}"),
+        ("actions", "Actions taken", lambda a: "- " + " ".join(str(p) for p in (a.get("time"), f"**{a['host']}**" if a.get("host") else None,
+                                                                                   a.get("action", a)) if p) + (f": {a['result']}" if a.get("result") else "")),
+        ("unchecked", "Could not check", lambda u: f"- {u.get('what', u)}{' on **' + u['host'] + '**' if u.get('host') else ''}: {u.get('reason', '')}"),
         ("next_steps", "Next steps", lambda s: f"- [ ] {s}"),
         ("follow_ups", "Follow-ups", lambda s: f"- [ ] {s}"),
         ("notifications", "Notifications", lambda n: f"- {n.get('time', '')} {n.get('channel', '')}: {n.get('status', '')}"),

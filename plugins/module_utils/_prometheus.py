@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from ansible_collections.sre.runbooks.plugins.module_utils._http import JsonHttpClient, ServiceError
+from ansible_collections.sre.runbooks.plugins.module_utils._http import JsonHttpClient, ServiceError, ServiceUnreachable
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -147,3 +147,59 @@ def client_from_params(params: dict[str, Any]) -> PrometheusClient:
     http = JsonHttpClient(params["url"], timeout=params["timeout"], validate_certs=params["validate_certs"],
                           bearer_token=params.get("bearer_token"), option_name="url")
     return PrometheusClient(http)
+
+
+def watch(client: PrometheusClient, query: str, threshold: float, healthy_when: str = "below",
+          recover_within: float = 1800, hold_for: float = 900, interval: float = 30,
+          sleep=time.sleep, clock=time.monotonic) -> dict[str, Any]:
+    """Poll ``query`` until it is healthy, then check it stays healthy for ``hold_for`` seconds.
+
+    The value judged is the worst series (max when healthy means below, min when above); no
+    series at all counts as healthy (no errors, nothing to rate), an unreachable server does not.
+    Outcomes: ``recovered`` (healthy and held), ``not_recovered`` (never healthy in time),
+    ``recurred`` (healthy, then unhealthy again within the hold), ``unreachable``.
+    """
+    if interval <= 0:
+        raise ValueError("interval: must be greater than 0")
+    samples: list[list[Any]] = []
+
+    def sample() -> tuple[bool | None, float | None]:
+        try:
+            result = client.instant(query)
+        except ServiceUnreachable:  # pragma: no cover - exercised in integration tests
+            samples.append([_iso(time.time()), None])
+            return None, None
+        values = [s["value"] for s in result["series"] if s.get("value") is not None]
+        worst = (max(values) if healthy_when == "below" else min(values)) if values else None
+        samples.append([_iso(time.time()), worst])
+        if worst is None:
+            return True, None
+        return (worst <= threshold if healthy_when == "below" else worst >= threshold), worst
+
+    start = clock()
+    recovered_at = None
+    outcome = "not_recovered"
+    last = None
+    unreachable_streak = 0
+    while True:
+        healthy, last = sample()
+        unreachable_streak = unreachable_streak + 1 if healthy is None else 0
+        if healthy:
+            recovered_at = _iso(time.time())
+            break
+        if clock() - start + interval > recover_within:
+            outcome = "unreachable" if unreachable_streak and unreachable_streak == len(samples) else "not_recovered"
+            return {"outcome": outcome, "recovered": False, "recovered_at": None, "recurred_at": None,
+                    "last_value": last, "samples": samples[-200:]}
+        sleep(interval)
+    held_since = clock()
+    recurred_at = None
+    while clock() - held_since + interval <= hold_for:
+        sleep(interval)
+        healthy, last = sample()
+        if healthy is False:
+            recurred_at = _iso(time.time())
+            break
+    outcome = "recurred" if recurred_at else "recovered"
+    return {"outcome": outcome, "recovered": outcome == "recovered", "recovered_at": recovered_at,
+            "recurred_at": recurred_at, "last_value": last, "samples": samples[-200:]}
