@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+# What an error burst can break, and where by default (shared with lab/labctl.py).
 KINDS = ("database", "authentication", "validation", "other")
+DEFAULT_ENDPOINTS = ("/api/v1/schedules", "/api/v1/assignments")
 
 
 class OperationalError(Exception):

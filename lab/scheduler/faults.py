@@ -16,9 +16,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from .errors import KINDS
-
-DEFAULT_ENDPOINTS = ("/api/v1/schedules", "/api/v1/assignments")
+from .errors import DEFAULT_ENDPOINTS, KINDS
 
 
 @dataclass(frozen=True)

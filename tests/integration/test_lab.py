@@ -1,0 +1,308 @@
+"""The local lab end to end: `lab up`, metrics, an error burst seen in logs, Prometheus and
+alerts, a defective release rolled back, and `lab down` leaving nothing behind.
+
+The lab runs in a temporary state directory on ports moved by LAB_PORT_OFFSET, so a
+lab a developer has up is not touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = REPO / "lab" / "lab"
+BASE_PORTS = (18001, 18002, 19090)
+LAB_USER = {"username": "avery.mensah@residency.lab", "password": "lab-password"}
+HTTP = requests.Session()
+HTTP.trust_env = False  # the lab is on loopback: never through a proxy from the environment
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _pick_offset() -> int:
+    for offset in range(200, 1001, 37):
+        if all(_free(port + offset) for port in BASE_PORTS):
+            return offset
+    raise RuntimeError("no free ports for a test lab")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def wait_for(check, timeout: float, interval: float = 1.0, what: str = "condition"):
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not seen within {timeout:.0f}s (last value: {value!r})")
+        time.sleep(interval)
+
+
+class Lab:
+    def __init__(self, state_dir: Path, offset: int):
+        self.state_dir = state_dir
+        self.env = {**os.environ, "LAB_STATE_DIR": str(state_dir), "LAB_PORT_OFFSET": str(offset)}
+        self.apps = {"app1": f"http://127.0.0.1:{18001 + offset}", "app2": f"http://127.0.0.1:{18002 + offset}"}
+        self.prometheus = f"http://127.0.0.1:{19090 + offset}"
+        self.up_output = ""
+        self.up_seconds = 0.0
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([str(LAB), *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def log_records(self, host: str) -> list[dict]:
+        path = self.state_dir / "hosts" / host / "log" / "scheduler.log"
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def token(self, host: str) -> str:
+        response = HTTP.post(f"{self.apps[host]}/api/v1/auth/login", json=LAB_USER, timeout=5)
+        response.raise_for_status()
+        return response.json()["access_token"]
+
+    def get(self, host: str, path: str, token: str) -> requests.Response:
+        return HTTP.get(f"{self.apps[host]}{path}", headers={"authorization": f"Bearer {token}"}, timeout=5)
+
+    def query(self, promql: str) -> list[dict]:
+        response = HTTP.get(f"{self.prometheus}/api/v1/query", params={"query": promql}, timeout=5)
+        response.raise_for_status()
+        return response.json()["data"]["result"]
+
+    def alerts(self, name: str) -> list[dict]:
+        response = HTTP.get(f"{self.prometheus}/api/v1/alerts", timeout=5)
+        response.raise_for_status()
+        return [a for a in response.json()["data"]["alerts"] if a["labels"]["alertname"] == name]
+
+    def recorded_pids(self) -> list[int]:
+        state = json.loads((self.state_dir / "lab.json").read_text(encoding="utf-8"))
+        return [service["pid"] for service in state["services"]]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    the_lab = Lab(tmp_path_factory.mktemp("lab-state"), _pick_offset())
+    started = time.monotonic()
+    result = the_lab.run("up")
+    the_lab.up_seconds = time.monotonic() - started
+    the_lab.up_output = result.stdout
+    pids = the_lab.recorded_pids() if (the_lab.state_dir / "lab.json").exists() else []
+    try:
+        assert result.returncode == 0, f"lab up failed:\n{result.stdout}\n{result.stderr}"
+        yield the_lab
+    finally:
+        down = the_lab.run("down")
+        assert down.returncode == 0, down.stderr
+        assert not [pid for pid in pids if _alive(pid)], "lab down left processes running"
+
+
+def test_up_says_what_it_started_and_is_idempotent(lab):
+    for name in ("app1", "app2", "prometheus", "traffic"):
+        assert name in lab.up_output
+    for address in [*lab.apps.values(), lab.prometheus]:
+        assert address.removeprefix("http://") in lab.up_output
+    for pid in lab.recorded_pids():
+        assert str(pid) in lab.up_output
+        assert _alive(pid)
+    assert "lab up in" in lab.up_output
+    print(f"lab up took {lab.up_seconds:.1f}s")
+
+    pids = lab.recorded_pids()
+    again = lab.run("up")
+    assert again.returncode == 0
+    assert "already up" in again.stdout
+    assert lab.recorded_pids() == pids  # nothing restarted
+
+
+def test_apps_healthy_on_the_seeded_release(lab):
+    for host, url in lab.apps.items():
+        health = HTTP.get(f"{url}/health", timeout=5).json()
+        assert health["status"] == "healthy"
+        assert health["host"] == host
+        assert health["version"] == "v1.4.1"
+        releases = lab.state_dir / "hosts" / host / "releases"
+        assert os.readlink(releases / "current") == "v1.4.1"
+        manifests = {v: json.loads((releases / v / "release.json").read_text()) for v in ("v1.4.0", "v1.4.1")}
+        assert manifests["v1.4.0"]["deployed_at"] < manifests["v1.4.1"]["deployed_at"]
+        assert all(m["commit"] and "defect" not in m for m in manifests.values())
+
+    status = lab.run("status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    services = {s["name"]: s for s in json.loads(status.stdout)["services"]}
+    assert set(services) == {"app1", "app2", "prometheus", "traffic"}
+    assert all(s["running"] and s["healthy"] for s in services.values())
+    assert services["app1"]["release"] == "v1.4.1"
+    assert services["app1"]["faults"] == {}
+
+
+def test_metrics_use_the_real_names_and_traffic_flows(lab):
+    def traffic_counted():
+        text = HTTP.get(f"{lab.apps['app2']}/metrics", timeout=5).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        requests_total = [s for s in families["http_requests"].samples if s.name == "http_requests_total"]
+        return families if any(s.labels["handler"].startswith("/api/v1/") for s in requests_total) else None
+
+    families = wait_for(traffic_counted, 20, what="API traffic in http_requests_total")
+    requests_total = [s for s in families["http_requests"].samples if s.name == "http_requests_total"]
+    assert {tuple(sorted(s.labels)) for s in requests_total} == {("handler", "method", "status")}
+    assert {s.labels["status"] for s in requests_total} >= {"200"}  # exact codes, not "2xx"
+    assert not [s for s in requests_total if s.labels["handler"] == "/metrics"]
+    buckets = [s for s in families["http_request_duration_seconds"].samples if s.name == "http_request_duration_seconds_bucket"]
+    assert buckets and {"handler", "method", "le"} == set(buckets[0].labels)
+    assert families["process_cpu_seconds"].samples[0].value > 0
+    assert [(s.labels, s.value) for s in families["app_info"].samples] == [({"version": "v1.4.1"}, 1.0)]
+
+
+def test_error_burst_raises_high_error_rate_and_clears(lab):
+    before = len(lab.log_records("app1"))
+    on = lab.run("fault", "error_burst", "on", "--rate", "0.8", "--kind", "database", "--hosts", "app1")
+    assert on.returncode == 0, on.stderr
+    listed = lab.run("fault", "list").stdout
+    assert "app1" in listed and "error_burst" in listed and "app2" not in listed
+
+    def database_errors():
+        return [r for r in lab.log_records("app1")[before:] if r["level"] == "ERROR"]
+
+    errors = wait_for(database_errors, 15, what="ERROR records on app1")
+    for record in errors:
+        assert record["status"] == 503
+        assert record["endpoint"] in ("/api/v1/schedules", "/api/v1/assignments")
+        assert record["exception"]["type"] == "OperationalError"
+        assert "sqlalchemy.exc.OperationalError: (psycopg2.OperationalError)" in record["exception"]["traceback"]
+        assert record["request_id"] and record["duration_ms"] >= 0
+        assert record["timestamp"][-6] in "+-"  # ISO 8601 with an offset
+    assert not [r for r in lab.log_records("app2") if r["level"] == "ERROR"]
+
+    five_xx = 'sum by (host) (rate(http_requests_total{status=~"5.."}[30s]))'
+    rates = wait_for(lambda: {r["metric"]["host"]: float(r["value"][1]) for r in lab.query(five_xx)}.get("app1"), 30,
+                     what="5xx rate of app1 in Prometheus")
+    assert rates > 0
+
+    alerts = wait_for(lambda: lab.alerts("HighErrorRate"), 45, what="HighErrorRate pending or firing")
+    assert {a["labels"]["host"] for a in alerts} == {"app1"}
+    assert alerts[0]["state"] in ("pending", "firing")
+    assert alerts[0]["labels"]["severity"] == "critical"
+    assert alerts[0]["annotations"]["playbook"] == "high_error_rate.yml"
+    assert "HighErrorRate" in lab.run("alerts").stdout
+
+    off = lab.run("fault", "error_burst", "off")
+    assert off.returncode == 0, off.stderr
+    token = lab.token("app1")
+    assert [lab.get("app1", "/api/v1/schedules", token).status_code for _attempt in range(10)] == [200] * 10
+    wait_for(lambda: not lab.alerts("HighErrorRate"), 60, what="HighErrorRate resolved after the fault was switched off")
+
+
+def test_defective_release_fails_and_rollback_fixes_it(lab):
+    deploy = lab.run("deploy", "v1.5.0", "--defect", "authentication", "--defect-rate", "1.0", "--hosts", "app2")
+    assert deploy.returncode == 0, deploy.stderr
+    assert HTTP.get(f"{lab.apps['app2']}/health", timeout=5).json()["version"] == "v1.5.0"
+    assert HTTP.get(f"{lab.apps['app1']}/health", timeout=5).json()["version"] == "v1.4.1"
+    token = lab.token("app1")  # the hosts share the signing key, as a real fleet does
+    before = len(lab.log_records("app2"))
+    assert {lab.get("app2", "/api/v1/assignments", token).status_code for _attempt in range(5)} == {500}
+    jwt_errors = [r for r in lab.log_records("app2")[before:] if r["level"] == "ERROR" and r["endpoint"] == "/api/v1/assignments"]
+    assert len(jwt_errors) >= 5
+    assert {r["exception"]["type"] for r in jwt_errors} == {"JWTError"}
+    assert "jose.exceptions.JWTError" in jwt_errors[0]["exception"]["traceback"]
+    assert 'app_info{version="v1.5.0"} 1.0' in HTTP.get(f"{lab.apps['app2']}/metrics", timeout=5).text
+
+    rollback = lab.run("rollback", "--hosts", "app2")
+    assert rollback.returncode == 0, rollback.stderr
+    assert "v1.5.0 -> v1.4.1" in rollback.stdout
+    assert os.readlink(lab.state_dir / "hosts" / "app2" / "releases" / "current") == "v1.4.1"
+    assert [lab.get("app2", "/api/v1/assignments", token).status_code for _attempt in range(10)] == [200] * 10
+
+    again = lab.run("deploy", "v1.5.0", "--hosts", "app2")
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_bad_input_is_named(lab):
+    unknown_host = lab.run("fault", "error_burst", "on", "--hosts", "app9")
+    assert unknown_host.returncode == 1 and "app9" in unknown_host.stderr
+    bad_rate = lab.run("fault", "error_burst", "on", "--rate", "1.5")
+    assert bad_rate.returncode == 2 and "--rate" in bad_rate.stderr
+    bad_version = lab.run("deploy", "../escape")
+    assert bad_version.returncode == 1 and "VERSION" in bad_version.stderr
+
+
+def test_down_stops_everything(lab):
+    pids = lab.recorded_pids()
+    down = lab.run("down")
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in pids if _alive(pid)] == []
+    assert all(_free(int(url.rsplit(":", 1)[1])) for url in [*lab.apps.values(), lab.prometheus])
+    again = lab.run("down")
+    assert again.returncode == 0 and "not running" in again.stdout
+    assert lab.run("status").returncode == 3
+
+
+def test_lab_rules_check_and_pass_their_promtool_tests():
+    promtool = "/usr/bin/promtool"
+    rules = REPO / "lab" / "prometheus"
+    check = subprocess.run([promtool, "check", "rules", *map(str, sorted((rules / "rules").glob("*.yml")))],
+                           capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    unit = subprocess.run([promtool, "test", "rules", *map(str, sorted((rules / "tests").glob("*.yml")))],
+                          capture_output=True, text=True, check=False)
+    assert unit.returncode == 0, unit.stdout + unit.stderr
+
+
+@pytest.mark.parametrize("log_format", ["text", "logfmt", "json"])
+def test_app_log_formats(tmp_path, log_format):
+    """Each LOG_FORMAT writes an access line and an error with its exception, in that format's layout."""
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from loguru import logger\n"
+        "from scheduler import logs\n"
+        "logs.configure(__import__('pathlib').Path(sys.argv[2]), sys.argv[3], 'INFO', host='app1')\n"
+        "logger.bind(endpoint='/api/v1/people', status=200).info('GET /api/v1/people 200')\n"
+        "try:\n"
+        "    {}['rotation_template_id']\n"
+        "except KeyError as exc:\n"
+        "    logger.opt(exception=exc).bind(endpoint='/api/v1/assignments', status=500).error('Unhandled error')\n"
+    )
+    log_file = tmp_path / "scheduler.log"
+    python = REPO / ".venv" / "bin" / "python"
+    subprocess.run([str(python), "-c", script, str(REPO / "lab"), str(log_file), log_format], check=True, timeout=30)
+    text = log_file.read_text(encoding="utf-8")
+    if log_format == "json":
+        access, error = [json.loads(line) for line in text.splitlines()]
+        assert set(access) >= {"timestamp", "level", "logger", "message", "module", "function", "line", "exception", "process", "thread"}
+        assert access["exception"] is None and access["endpoint"] == "/api/v1/people"
+        assert error["exception"]["type"] == "KeyError" and "KeyError: 'rotation_template_id'" in error["exception"]["traceback"]
+    elif log_format == "text":
+        lines = text.splitlines()
+        # Loguru's default layout: YYYY-MM-DD HH:mm:ss.SSS | LEVEL    | name:function:line - message
+        assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| INFO     \| __main__:<module>:\d+ - GET /api/v1/people 200$", lines[0])
+        assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \| ERROR    \| __main__:<module>:\d+ - Unhandled error$", lines[1])
+        assert "KeyError: 'rotation_template_id'" in text
+    else:
+        access, error = text.splitlines()
+        assert "level=INFO" in access and "endpoint=/api/v1/people" in access and 'message="GET /api/v1/people 200"' in access
+        assert "level=ERROR" in error and "exception_type=KeyError" in error and "status=500" in error
