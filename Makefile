@@ -11,7 +11,7 @@ COLLECTION_LINK := .collections/ansible_collections/sre/runbooks
 SANITY_ROOT := .build/ansible_collections/sre/runbooks
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv install demo test sanity lint unit integration molecule bench build lab-up lab-down lab-status clean
+.PHONY: help deps venv install demo test sanity lint unit integration molecule bench build lab-base lab-up lab-down lab-status clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench: install ## benchmarks (print numbers and ratios)
 
 build: install ## collection tarball
 	$(BIN)/ansible-galaxy collection build --force
+
+lab-base: install ## build (once, cached) the Debian rootfs the systemd lab hosts boot from
+	$(BIN)/python lab/hosts.py build
 
 lab-up: install ## start the local lab
 	lab/lab up
