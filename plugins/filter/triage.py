@@ -8,6 +8,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.sre.runbooks.plugins.module_utils._triage import (
     classify_errors,
     deployment_correlation,
+    error_label,
     error_onset,
     fleet_evidence,
     merge_error_groups,
@@ -64,4 +65,5 @@ class FilterModule:
             "error_onset": _error_onset,
             "merge_error_groups": _merge_error_groups,
             "fleet_evidence": _fleet_evidence,
+            "error_label": error_label,
         }

@@ -460,12 +460,6 @@ def parse_text(line: str, default_tz: tzinfo = timezone.utc) -> Record:
     return _with_kv(Record("text", line, ts, level, message))
 
 
-TEXT_HEAD_PARSERS = {
-    "loguru_text": parse_loguru_text,
-    "python_logging": parse_python_logging,
-}
-
-
 def parse_line(line: str, fmt: str = "auto", default_tz: tzinfo = timezone.utc, strict_text: bool = True) -> Optional[Record]:
     """One line in ``fmt`` (or detected when ``auto``); None when it is not a record of that format.
 
@@ -536,6 +530,9 @@ def normalise_message(message: str, limit: int = 300) -> str:
 
 def fingerprint(record: Record) -> str:
     """Exception type (if any) plus the normalised first line of the message."""
-    message = record.message.split("\n", 1)[0]
-    base = normalise_message(message)
-    return f"{record.exc_type}: {base}" if record.exc_type else base
+    return fingerprint_of(record.message, record.exc_type)
+
+
+def fingerprint_of(message: str, exc_type: Optional[str]) -> str:
+    base = normalise_message(message.split("\n", 1)[0])
+    return f"{exc_type}: {base}" if exc_type else base

@@ -4,7 +4,7 @@
 The runbooks' never-written ``log_parser.py``, ``error_aggregator.py`` and the
 FailedAuthenticationSpike ``grep | sort | uniq -c`` in one streaming engine:
 
-* files are read in windows (mmap for plain files, chunks for gzip), never whole;
+* files are read in windows of a few MiB (gzip decompressed in chunks), never whole;
 * a time window is found by bisection on byte offsets, so "the last hour" of a
   large file costs a few reads plus the hour itself;
 * when a filter implies a literal every matching line must contain (a level
@@ -22,22 +22,24 @@ from __future__ import annotations
 import collections
 import glob
 import gzip
+import json
 import math
 import mmap
 import os
 import pickle
 import re
 import time
+from json.decoder import scanstring
 from typing import Any, Iterator, Optional
 
 from ansible_collections.sre.runbooks.plugins.module_utils._log_formats import (
     FORMATS,
     LEVEL_NUMBERS,
     MULTILINE_FORMATS,
-    TEXT_HEAD_PARSERS,
     Record,
     aliases_of,
     fingerprint,
+    fingerprint_of,
     iso,
     normalise_level,
     parse_line,
@@ -45,7 +47,9 @@ from ansible_collections.sre.runbooks.plugins.module_utils._log_formats import (
     tz_from_name,
 )
 
-WINDOW = 16 << 20            # bytes mapped/scanned at a time
+WINDOW = 4 << 20             # bytes read and scanned at a time (live files, gzip)
+MAP_WINDOW = 16 << 20        # bytes mapped at a time (files at rest)
+AT_REST_SECONDS = 300        # a file unmodified this long is not being written, so not truncated
 PARALLEL_MIN = 48 << 20      # below this a prefiltered range is scanned in-process
 PARALLEL_MIN_FULL = 4 << 20  # the same when every line is parsed (about 40x the work per byte)
 SNIFF_BYTES = 64 << 10
@@ -185,12 +189,16 @@ class Query:
             return False
         return (self.since is None or ts >= self.since) and (self.until is None or ts <= self.until)
 
-    def text_matches(self, raw: str) -> bool:
+    def text_matches(self, raw: str, record: Optional[Record] = None) -> bool:
+        """``search`` and ``regex`` against the text as written; for JSON also the decoded message and exception."""
+        texts = [raw]
+        if record is not None and record.fmt == "json" and "\\" in raw:
+            # JSON writers escape quotes, backslashes and (ensure_ascii) every non-ASCII character.
+            texts += [t for t in (record.message, record.exc_value, record.traceback) if t]
         if self.search is not None:
-            haystack = raw.lower() if self.ignore_case else raw
-            if self.search_cmp not in haystack:
+            if not any(self.search_cmp in (t.lower() if self.ignore_case else t) for t in texts):
                 return False
-        return self.regex is None or self.regex.search(raw) is not None
+        return self.regex is None or any(self.regex.search(t) is not None for t in texts)
 
     def is_auth_event(self, record: Record) -> bool:
         value = record.get(self.auth_event_field)
@@ -205,7 +213,7 @@ class Query:
             value = record.get(name)
             if value is None or _scalar_str(value) not in wanted:
                 return False
-        if not self.text_matches(record.raw):
+        if not self.text_matches(record.raw, record):
             return False
         return self.mode != "auth" or self.is_auth_event(record)
 
@@ -440,11 +448,51 @@ def _raw_level_word(record: Record, raw: bytes) -> Optional[str]:
 
 # --- reading: windows of complete lines ----------------------------------------------------------
 
-def _plain_windows(fd: int, start: int, end: int, stats: dict) -> Iterator[tuple]:
+def _plain_windows(fd: int, start: int, end: int, stats: dict, at_rest: bool) -> Iterator[tuple]:
     """(buffer, a, b) with buffer[a:b] complete lines, covering [start, end) of a plain file."""
+    if at_rest:
+        return _mapped_windows(fd, start, end, stats)
+    return _read_windows(fd, start, end, stats)
+
+
+def _read_windows(fd: int, start: int, end: int, stats: dict) -> Iterator[tuple]:
+    """preadv into one reused buffer: safe on a live log truncated under us (logrotate copytruncate)."""
     pos = start
-    size = WINDOW
+    buf = bytearray(WINDOW)
     while pos < end:
+        want = min(len(buf), end - pos)
+        got = os.preadv(fd, [memoryview(buf)[:want]], pos)
+        if not got:  # the file shrank since we looked
+            return
+        hi = got
+        if got < want:  # a short read: the file ends here now, take what is there and stop
+            stats["bytes_read"] += got
+            yield buf, 0, got
+            return
+        if pos + got < end:
+            newline = buf.rfind(b"\n", 0, got)
+            if newline < 0:  # one line longer than the buffer: read it again with a bigger one
+                buf = bytearray(len(buf) * 2)
+                continue
+            hi = newline + 1
+        stats["bytes_read"] += hi
+        yield buf, 0, hi
+        pos += hi
+
+
+def _mapped_windows(fd: int, start: int, end: int, stats: dict) -> Iterator[tuple]:
+    """mmap windows: no copy, measurably faster, but only for files at rest.
+
+    Touching a mapped page beyond a file's end kills the process with SIGBUS, and only a
+    file still being written gets truncated (copytruncate, ``> app.log``): those are read
+    with ``_read_windows``. The size is checked before each window as well.
+    """
+    pos = start
+    size = MAP_WINDOW
+    while pos < end:
+        if os.fstat(fd).st_size < end:
+            yield from _read_windows(fd, pos, end, stats)
+            return
         want = min(size, end - pos)
         aligned = pos - pos % mmap.ALLOCATIONGRANULARITY
         length = (pos - aligned) + want
@@ -597,39 +645,40 @@ class Aggregator:
         self.last_ts: Optional[float] = None
         self.by_ip: dict = {}
         self.by_account: dict = {}
-        self.profile: Optional[Profile] = None  # the format a file's records were read as
 
     def unparsed(self, line: str) -> None:
         self.unparsed_lines += 1
         if len(self.unparsed_samples) < 3:
             self.unparsed_samples.append(line[:200])
 
-    def add_lazy(self, item: Lazy) -> None:
-        """A record verified without parsing (level-only queries); grouped by level at most."""
-        self.matched += 1
-        self.by_level[item.level or "UNKNOWN"] += 1
-        self.seen(item.ts)
-        if self.q.group_by == "level":
-            self._group(item.level or MISSING, item.ts, item)
-        if self.records.maxlen:
-            self.records.append((self.path, item))
-
-    def add(self, record: Record) -> None:
+    def add(self, record: Record, keep: bool = True) -> None:
+        """Count a matching record; ``keep=False`` when the caller orders the kept records itself."""
         self.matched += 1
         self.by_level[record.level or "UNKNOWN"] += 1
         self.seen(record.ts)
         group_by = self.q.group_by
         if group_by != "none":
             self._group(group_key(record, group_by), record.ts, record)
-        if self.records.maxlen:
+        if keep and self.records.maxlen:
             self.records.append((self.path, record))
         if self.q.mode == "auth":
             self._auth(record)
 
-    def group_level(self, level: str, ts: Optional[float], buf, start: int, end: int) -> None:
-        entry = self.groups.get(level)
-        sample = Lazy(buf[start:end], level, ts) if entry is None or len(entry[3]) < self.q.samples else None
-        self._group(level, ts, sample)
+    def group_raw(self, key: str, ts: Optional[float], buf, start: int, end: int, level: str) -> None:
+        """Group a line counted in place; it is parsed only if the group still wants a sample."""
+        entry = self.groups.get(key)
+        wants_sample = entry is None or len(entry[3]) < self.q.samples
+        self._group(key, ts, Lazy(bytes(buf[start:end]), level, ts) if wants_sample else None)
+
+    def add_raw(self, level: str, ts: Optional[float], key: Optional[str], raw: bytes) -> None:
+        """A record counted in place during a full scan."""
+        self.matched += 1
+        self.by_level[level] += 1
+        self.seen(ts)
+        if key is not None:
+            self.group_raw(key, ts, raw, 0, len(raw), level)
+        if self.records.maxlen:
+            self.records.append((self.path, Lazy(raw, level, ts)))
 
     def seen(self, ts: Optional[float]) -> None:
         if ts is not None:
@@ -651,7 +700,8 @@ class Aggregator:
             entry[1] = ts if entry[1] is None or ts < entry[1] else entry[1]
             entry[2] = ts if entry[2] is None or ts > entry[2] else entry[2]
         if sample is not None and len(entry[3]) < self.q.samples:
-            entry[3].append((self.path, sample))
+            # Rendered (and truncated) now: a group table of max_groups entries must stay small.
+            entry[3].append(_record_out(self.path, sample, self.q))
 
     def _auth(self, record: Record) -> None:
         ip = record.get(self.q.auth_ip_field)
@@ -696,7 +746,7 @@ def _max(a, b):
     return b if a is None else a if b is None else max(a, b)
 
 
-MAX_DISTINCT = 1000  # distinct partners remembered per IP / account
+MAX_DISTINCT = 100  # distinct partners remembered per IP / account: bounds memory, far above any threshold
 
 
 def _auth_add(table: dict, key: str, partner: str, ts: Optional[float], max_groups: int) -> None:
@@ -774,9 +824,9 @@ def group_key(record: Record, group_by: str) -> str:
 class Plan:
     """How one range is read: the literals that select candidate lines and how candidates are verified."""
 
-    def __init__(self, needles: Optional[list], cheap_level: bool, kind: str) -> None:
+    def __init__(self, needles: Optional[list], verify_in_place: bool, kind: str) -> None:
         self.needles = needles
-        self.cheap_level = cheap_level  # verify the level token structurally, parse only what is shown
+        self.verify_in_place = verify_in_place  # check candidates on the raw line, parse only what is shown
         self.kind = kind                # level, search, fields, auth or None
         self.pattern = None
         if needles and len(needles) > 1:
@@ -800,6 +850,57 @@ def _literal_needle(value: str, fmt: str) -> Optional[bytes]:
     return value.encode()
 
 
+def _text_needles(value: Optional[str], fmt: str) -> Optional[list]:
+    """Bytes of which a line matching ``search``/``regex`` holds one: the literal as is, or JSON-escaped."""
+    if not value or "\ufffd" in value or "\r" in value or ("\n" in value and fmt != "json"):
+        return None
+    needles = [value.encode("utf-8")] if "\n" not in value else []
+    if fmt == "json":
+        escaped = json.dumps(value)[1:-1].encode("ascii")
+        if escaped not in needles:
+            needles.append(escaped)
+    return needles
+
+
+def required_literal(pattern: "re.Pattern") -> Optional[str]:
+    """The longest literal every match of ``pattern`` contains, or None (case-insensitive patterns have none)."""
+    try:
+        try:
+            from re import _parser as sre_parse  # pylint: disable=import-outside-toplevel
+        except ImportError:  # Python < 3.11
+            import sre_parse  # pylint: disable=import-outside-toplevel,deprecated-module
+        parsed = sre_parse.parse(pattern.pattern, pattern.flags)
+        state = getattr(parsed, "state", None) or getattr(parsed, "pattern", None)
+        if (pattern.flags | getattr(state, "flags", 0)) & re.IGNORECASE:
+            return None
+        runs: list = []
+        _literal_runs(parsed, runs)
+    except Exception:  # pylint: disable=broad-exception-caught
+        return None  # the private parser changed shape: no prefilter, still correct
+    return max(runs, key=len) if runs else None
+
+
+def _literal_runs(sequence, runs: list) -> None:
+    """Runs of literals that sit on every path through ``sequence`` (groups and repeats of at least one)."""
+    current: list = []
+    for op, arg in sequence:
+        name = str(op)
+        if name == "LITERAL":
+            current.append(chr(arg))
+            continue
+        if current:
+            runs.append("".join(current))
+            current = []
+        if name == "SUBPATTERN" and not arg[1] & re.IGNORECASE:
+            _literal_runs(arg[-1], runs)
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and arg[0] >= 1:
+            _literal_runs(arg[2], runs)
+        elif name == "ATOMIC_GROUP":
+            _literal_runs(arg, runs)
+    if current:
+        runs.append("".join(current))
+
+
 def plan_for(query: Query, profile: Profile, sample: Optional[tuple]) -> Plan:
     """Pick the most selective literal prefilter the filters allow, or none."""
     options = []
@@ -810,9 +911,13 @@ def plan_for(query: Query, profile: Profile, sample: Optional[tuple]) -> Plan:
     # Search, field and auth literals may sit on a continuation line of a text record: only for single-line formats.
     if profile.single_line:
         if query.search is not None and not query.ignore_case:
-            needle = _literal_needle(query.search, profile.fmt)
-            if needle:
-                options.append(("search", [needle]))
+            needles = _text_needles(query.search, profile.fmt)
+            if needles:
+                options.append(("search", needles))
+        if query.regex is not None:
+            needles = _text_needles(required_literal(query.regex), profile.fmt)
+            if needles:
+                options.append(("regex", needles))
         for values in query.fields.values():
             needles = [_literal_needle(v, profile.fmt) for v in values]
             if needles and all(needles):
@@ -827,9 +932,107 @@ def plan_for(query: Query, profile: Profile, sample: Optional[tuple]) -> Plan:
         buf, lo, hi = sample
         options.sort(key=lambda option: _count_hits(buf, lo, hi, option[1]))
     kind, needles = options[0]
-    cheap = (kind == "level" and profile.fmt == "json" and profile.json_shape in ("flat", "gelf") and profile.level_prefix is not None
-             and query.group_by in ("none", "level") and not query.fields and query.mode == "records")
+    cheap = kind in ("level", "search", "regex") and in_place_ok(query, profile)
     return Plan(_minimal_needles(needles), cheap, kind)
+
+
+IN_PLACE_GROUPS = ("none", "level", "fingerprint", "exception_type", "message")
+
+
+def in_place_ok(query: Query, profile: Profile) -> bool:
+    """Whether records of this file can be counted and grouped from their raw lines (flat JSON, no parsed fields needed)."""
+    if profile.fmt != "json" or profile.level_prefix is None or not profile.homogeneous or query.fields or query.mode != "records":
+        return False
+    if profile.json_shape == "flat":
+        return query.group_by in IN_PLACE_GROUPS
+    return profile.json_shape == "gelf" and query.group_by in ("none", "level")
+
+
+class InPlace:
+    """Reads level, time, message and exception type of a flat JSON line without json.loads.
+
+    Every value is taken only where it is certainly a top-level key: the line is one JSON
+    object and no object or array opens before the key (an unescaped ``"key": "`` cannot
+    occur inside a JSON string). Whatever cannot be shown that way returns None, and the
+    caller parses the line in full, so the answer is the same, only slower.
+    """
+
+    def __init__(self, query: Query, profile: Profile) -> None:
+        self.q = query
+        self.level_prefix = profile.level_prefix
+        self.prefix_len = len(profile.level_prefix)
+        self.numeric = profile.numeric_level
+        self.spellings = profile.spellings()
+        self.need_ts = query.windowed or query.group_by != "none"
+        self.need_text = query.group_by in ("fingerprint", "exception_type", "message")
+        sep = re.match(rb'"[^"]*"(\s*:\s*)', profile.level_prefix).group(1).decode()
+        self.message_token = f'"message"{sep}"'
+        self.exception_token = f'"exception"{sep}'
+        self.exception_type_token = '{"type"' + sep + '"'
+        self.other_keys = [f'"{k}"' for k in ("msg", "short_message", "log", "exc_info", "exc")]
+
+    def level_at(self, raw, start: int, end: int, key_at: int) -> Optional[str]:
+        """The level of the line buf[start:end] whose level key is at ``key_at`` (or -1: find it)."""
+        last = end - 1
+        if last > start and raw[last] == 13:
+            last -= 1
+        if last <= start or raw[start] != 123 or raw[last] != 125:
+            return None
+        if key_at < 0:
+            key_at = raw.find(self.level_prefix, start, end)
+        if key_at <= start or raw.find(b"{", start + 1, key_at) >= 0 or raw.find(b"[", start, key_at) >= 0:
+            return None
+        value_at = key_at + self.prefix_len
+        if self.numeric:
+            stop = value_at
+            while stop < end and 48 <= raw[stop] <= 57:
+                stop += 1
+        else:
+            stop = raw.find(b'"', value_at, min(end, value_at + 24))
+        if stop <= value_at:
+            return None
+        return self.spellings.get(bytes(raw[value_at:stop]))
+
+    def text_of(self, line: str) -> Optional[tuple]:
+        """(message, exception type) of a flat JSON line, or None."""
+        at = line.find(self.message_token)
+        if at < 0 or line.find("{", 1, at) >= 0 or line.find("[", 0, at) >= 0:
+            return None
+        try:
+            message = scanstring(line, at + len(self.message_token))[0]
+        except ValueError:
+            return None
+        if any(key in line for key in self.other_keys):
+            return None  # another message or exception key the full parser might prefer
+        at = line.find(self.exception_token)
+        if at < 0:
+            return message, None
+        if line.find("{", 1, at) >= 0 or line.find("[", 0, at) >= 0:
+            return None
+        at += len(self.exception_token)
+        if line.startswith("null", at):
+            return message, None
+        if not line.startswith(self.exception_type_token, at):
+            return None
+        try:
+            return message, scanstring(line, at + len(self.exception_type_token))[0]
+        except ValueError:
+            return None
+
+    def group_key(self, level: str, line: Optional[str]) -> Optional[str]:
+        """The group key, or None when the line has to be parsed in full to know it."""
+        group_by = self.q.group_by
+        if group_by == "level":
+            return level
+        text = self.text_of(line)
+        if text is None:
+            return None
+        message, exc_type = text
+        if group_by == "fingerprint":
+            return fingerprint_of(message, exc_type)
+        if group_by == "exception_type":
+            return exc_type or "(no exception)"
+        return message[:200]
 
 
 def _count_hits(buf, lo: int, hi: int, needles: list) -> int:
@@ -897,14 +1100,15 @@ class Scanner:
         self.plan = plan
         self.agg = agg
         self.fmt = query.fmt if query.fmt != "auto" else "auto"
-        self.head_parser = TEXT_HEAD_PARSERS.get(profile.fmt) if query.fmt == "auto" else TEXT_HEAD_PARSERS.get(query.fmt)
         self.stop_after = None if query.until is None else query.until + SLACK_SECONDS
         self.stopped = False
+        self._pending: Optional[Record] = None  # a text record that may continue on the next lines
+        self.in_place = InPlace(query, profile) if in_place_ok(query, profile) else None
 
     # The prefilter path: only lines holding a needle are looked at.
     def scan_candidates(self, buf, lo: int, hi: int) -> None:
-        if self.plan.cheap_level:
-            self._scan_cheap_levels(buf, lo, hi)
+        if self.plan.verify_in_place:
+            self._scan_verified_in_place(buf, lo, hi)
             return
         q, agg = self.q, self.agg
         multiline = self.profile.fmt in MULTILINE_FORMATS
@@ -913,39 +1117,36 @@ class Scanner:
             agg.scanned_lines += 1
             if multiline:
                 record = self._parse(_decode(raw))
-                if record is None or record.fmt not in MULTILINE_FORMATS:
-                    # A continuation line that mentions the token, or a line of another format.
-                    if record is not None and q.matches(record):
-                        agg.add(record)
+                if record is None or record.ts is None:
+                    # A traceback line that mentions the token: its record's head did not (or was seen already).
                     continue
-                self._attach_continuation(record, buf, end, hi)
+                if record.fmt in MULTILINE_FORMATS:
+                    self._attach_continuation(record, buf, end, hi)
                 if q.matches(record):
                     agg.add(record)
                 continue
             self._full(raw)
 
-    def _scan_cheap_levels(self, buf, lo: int, hi: int) -> None:
-        """Level-only queries on flat JSON: verify each candidate's level token in place.
+    def _scan_verified_in_place(self, buf, lo: int, hi: int) -> None:
+        """Candidates of a flat JSON file counted and grouped from the raw line (see ``InPlace``).
 
-        The token is accepted when the line is a JSON object (``{`` … ``}``), no object or
-        array opens before the token (so it is a top-level key: an unescaped ``"level": "``
-        cannot occur inside a JSON string), and its value is a known spelling. Anything
-        else is parsed in full. Only the last ``limit`` lines of a window are copied out.
+        Only the last ``limit`` matching lines of a window are copied out; lines that cannot
+        be judged in place are parsed in full, in order.
         """
-        q, agg, plan = self.q, self.agg, self.plan
-        levels = q.levels
-        spellings = self.profile.spellings()
-        prefix_len = len(self.profile.level_prefix)
-        numeric = self.profile.numeric_level
+        q, agg, plan, reader = self.q, self.agg, self.plan, self.in_place
+        levels = q.levels if q.levels is not None else frozenset(LEVEL_NUMBERS)
+        needle_is_level = plan.kind == "level"
         check_text = q.search is not None or q.regex is not None
+        need_ts, need_text = reader.need_ts, reader.need_text
+        grouped = q.group_by != "none"
         windowed = q.windowed
-        group_levels = q.group_by == "level"
         kept: collections.deque = collections.deque(maxlen=q.limit)
         by_level = agg.by_level
         find, rfind = buf.find, buf.rfind
         needle = plan.needles[0]
         search = plan.pattern.search if plan.pattern is not None else None
         scanned = matched = 0
+        first_span = None
         pos = find(needle, lo, hi) if search is None else _match_start(search(buf, lo, hi))
         while pos >= 0:
             start = rfind(b"\n", lo, pos) + 1 or lo
@@ -953,53 +1154,83 @@ class Scanner:
             if end < 0:
                 end = hi
             scanned += 1
-            level = None
-            last = end - 1
-            if last > start and buf[last] == 13:
-                last -= 1
-            if buf[start] == 123 and buf[last] == 125 and find(b"{", start + 1, pos) < 0 and find(b"[", start, pos) < 0:
-                value_at = pos + prefix_len
-                if numeric:
-                    stop = value_at
-                    while stop < end and 48 <= buf[stop] <= 57:
-                        stop += 1
-                else:
-                    stop = find(b'"', value_at, min(end, value_at + 24))
-                if stop > value_at:
-                    level = spellings.get(buf[value_at:stop])
+            level = reader.level_at(buf, start, end, pos if needle_is_level else -1)
             if level is None:
-                self._full(buf[start:end])
+                self._full(bytes(buf[start:end]), kept)
             elif level in levels:
                 ts = None
-                raw = None
-                if windowed:
-                    raw = buf[start:end]
+                raw = line = None
+                if need_ts:
+                    raw = bytes(buf[start:end])
                     ok, ts = _cheap_ts(raw, q)
                     if not ok:
-                        self._full(raw)
+                        self._full(raw, kept)
+                        pos = find(needle, end, hi) if search is None else _match_start(search(buf, end, hi))
+                        continue
+                    if windowed and not q.in_window(ts):
                         level = None
-                    elif not q.in_window(ts):
-                        level = None
-                if level is not None and check_text:
-                    raw = raw or buf[start:end]
-                    if not q.text_matches(_decode(raw)):
+                if level is not None and (check_text or need_text):
+                    raw = raw or bytes(buf[start:end])
+                    line = _decode(raw)
+                    if check_text and not q.text_matches(line):
+                        if b"\\" in raw:  # escaped text: decide on the parsed record
+                            self._full(raw, kept)
                         level = None
                 if level is not None:
-                    matched += 1
-                    by_level[level] += 1
-                    if ts is not None:
-                        agg.seen(ts)
-                    if group_levels:
-                        agg.group_level(level, ts, buf, start, end)
-                    kept.append((start, end, level, ts))
+                    key = reader.group_key(level, line) if grouped else None
+                    if grouped and key is None:
+                        self._full(raw or bytes(buf[start:end]), kept)
+                    else:
+                        matched += 1
+                        by_level[level] += 1
+                        if ts is not None:
+                            agg.seen(ts)
+                        elif first_span is None:
+                            first_span = (start, end)
+                        if grouped:
+                            agg.group_raw(key, ts, buf, start, end, level)
+                        kept.append((start, end, level, ts))
             pos = find(needle, end, hi) if search is None else _match_start(search(buf, end, hi))
         agg.scanned_lines += scanned
         agg.matched += matched
+        if first_span is not None:
+            # Times were not needed per line: the first and last matching lines give first/last seen.
+            for span in (first_span, next((k[:2] for k in reversed(kept) if not isinstance(k, Record)), first_span)):
+                ok, ts = _cheap_ts(bytes(buf[span[0]:span[1]]), q)
+                if ok:
+                    agg.seen(ts)
         if agg.records.maxlen:
-            for start, end, level, ts in kept:
-                agg.records.append((agg.path, Lazy(buf[start:end], level, ts)))
+            for item in kept:
+                record = item if isinstance(item, Record) else Lazy(bytes(buf[item[0]:item[1]]), item[2], item[3])
+                agg.records.append((agg.path, record))
 
-    def _full(self, raw: bytes) -> None:
+    def _in_place_line(self, raw: bytes) -> bool:
+        """Count one line of a full scan in place; False when it must be parsed (then nothing was counted)."""
+        q, reader = self.q, self.in_place
+        level = reader.level_at(raw, 0, len(raw), -1)
+        if level is None:
+            return False
+        ok, ts = _cheap_ts(raw, q)  # always here: cheap next to reading every line, and first/last seen need it
+        if not ok:
+            return False
+        if self.stop_after is not None and ts is not None and ts > self.stop_after:
+            self.stopped = True
+            return True
+        if (q.levels is not None and level not in q.levels) or not q.in_window(ts):
+            return True
+        line = None
+        if q.search is not None or q.regex is not None or reader.need_text:
+            line = _decode(raw)
+        if (q.search is not None or q.regex is not None) and not q.text_matches(line):
+            return b"\\" not in raw  # escaped text: let the full parse decide
+        key = reader.group_key(level, line) if q.group_by != "none" else None
+        if q.group_by != "none" and key is None:
+            return False
+        self.agg.add_raw(level, ts, key, raw)
+        return True
+
+    def _full(self, raw: bytes, kept: Optional[collections.deque] = None) -> None:
+        """Parse one line and count it if it matches; into ``kept`` (in line order) when given."""
         line = _decode(raw)
         record = self._parse(line)
         if record is None:
@@ -1007,7 +1238,9 @@ class Scanner:
                 self.agg.unparsed(line)
             return
         if self.q.matches(record):
-            self.agg.add(record)
+            self.agg.add(record, keep=kept is None)
+            if kept is not None:
+                kept.append(record)
 
     def _attach_continuation(self, record: Record, buf, pos: int, hi: int) -> None:
         count = 0
@@ -1016,32 +1249,44 @@ class Scanner:
             end = buf.find(b"\n", pos, hi)
             end = hi if end < 0 else end
             line = _decode(buf[pos:end])
-            if self._is_head(line):
+            if not self._continues(record, line):
                 return
             record.add_continuation(line)
             count += 1
             pos = end + 1
 
-    def _is_head(self, line: str) -> bool:
-        if self.head_parser is not None:
-            return self.head_parser(line, self.q.tz) is not None
-        return parse_line(line, "auto", self.q.tz) is not None
+    def _continues(self, pending: Record, line: str) -> bool:
+        """Whether ``line`` belongs to the text record before it (tracebacks); one rule for both paths."""
+        if pending.fmt not in MULTILINE_FORMATS:
+            return False
+        record = self._parse(line)
+        return record is None or (record.fmt == "text" and record.ts is None and self.fmt == "auto")
 
     def _parse(self, line: str) -> Optional[Record]:
         return parse_line(line, self.fmt, self.q.tz)
 
     # The full path: every line is parsed; text records collect their continuation lines.
     def scan_all(self, buf, lo: int, hi: int) -> None:
-        q, agg = self.q, self.agg
-        pending: Optional[Record] = getattr(self, "_pending", None)
+        agg = self.agg
+        pending = self._pending
         for raw in buf[lo:hi].split(b"\n")[:-1] if buf[hi - 1:hi] == b"\n" else buf[lo:hi].split(b"\n"):
             agg.scanned_lines += 1
+            if self.in_place is not None and raw[:1] == b"{":
+                if pending is not None:
+                    self._finish(pending)
+                    pending = None
+                if self.stopped:
+                    break
+                if self._in_place_line(raw):
+                    if self.stopped:
+                        break
+                    continue
             line = _decode(raw)
             if not line.strip():
                 continue
             record = self._parse(line)
-            if record is None or (pending is not None and record.fmt == "text" and self.fmt == "auto"
-                                  and pending.fmt in ("loguru_text", "python_logging") and record.ts is None):
+            if record is None or (pending is not None and record.fmt == "text" and record.ts is None and self.fmt == "auto"
+                                  and pending.fmt in MULTILINE_FORMATS):
                 if pending is not None and pending.fmt in MULTILINE_FORMATS:
                     pending.add_continuation(line)
                 else:
@@ -1063,7 +1308,7 @@ class Scanner:
             self.agg.add(record)
 
     def flush(self) -> None:
-        pending = getattr(self, "_pending", None)
+        pending = self._pending
         self._pending = None
         if pending is not None and not self.stopped:
             self._finish(pending)
@@ -1077,12 +1322,12 @@ class Scanner:
 
 def _scan_plain_range(args: tuple) -> tuple:
     """Scan [start, end) of a plain file; run in-process or in a worker."""
-    path, start, end, query, profile, plan = args
+    path, start, end, query, profile, plan, at_rest = args
     agg = Aggregator(query, path)
     stats = {"bytes_read": 0}
     scanner = Scanner(query, profile, plan, agg)
     with open(path, "rb") as handle:
-        for buf, lo, hi in _plain_windows(handle.fileno(), start, end, stats):
+        for buf, lo, hi in _plain_windows(handle.fileno(), start, end, stats, at_rest):
             scanner.scan(buf, lo, hi)
             if scanner.stopped:
                 break
@@ -1115,12 +1360,12 @@ def _split_points(fd: int, start: int, end: int, parts: int, profile: Profile, q
 _CAN_FORK = hasattr(os, "fork")
 
 
-def _scan_plain(path: str, query: Query, profile: Profile, plan: Plan, start: int, end: int) -> tuple:
+def _scan_plain(path: str, query: Query, profile: Profile, plan: Plan, start: int, end: int, at_rest: bool) -> tuple:
     threshold = PARALLEL_MIN if plan.needles else min(PARALLEL_MIN, PARALLEL_MIN_FULL)
     if query.workers > 1 and _CAN_FORK and end - start >= threshold:
         with open(path, "rb") as handle:
             points = _split_points(handle.fileno(), start, end, query.workers, profile, query)
-        jobs = [(path, points[i], points[i + 1], query, profile, plan) for i in range(len(points) - 1)]
+        jobs = [(path, points[i], points[i + 1], query, profile, plan, at_rest) for i in range(len(points) - 1)]
         if len(jobs) > 1:
             results = _run_forked(jobs)
             agg, read = results[0]
@@ -1128,7 +1373,7 @@ def _scan_plain(path: str, query: Query, profile: Profile, plan: Plan, start: in
                 agg.merge(other)
                 read += other_read
             return agg, read, len(jobs)
-    agg, read = _scan_plain_range((path, start, end, query, profile, plan))
+    agg, read = _scan_plain_range((path, start, end, query, profile, plan, at_rest))
     return agg, read, 1
 
 
@@ -1182,7 +1427,7 @@ def scan_file(path: str, query: Query) -> tuple:
     """Scan one file; returns (Aggregator or None if skipped, file report)."""
     size = os.path.getsize(path)
     report: dict = {"path": path, "size": size, "bytes_read": 0, "bisected": False, "compressed": False,
-                    "format": None, "prefilter": None, "workers": 1, "skipped": None}
+                    "format": None, "prefilter": None, "workers": 1, "reader": None, "skipped": None}
     if size == 0:
         report["skipped"] = "empty"
         return None, report
@@ -1209,6 +1454,7 @@ def scan_file(path: str, query: Query) -> tuple:
     report["prefilter"] = plan.describe()
 
     if compressed:
+        report["reader"] = "gzip"
         agg = Aggregator(query, path)
         stats = {"bytes_read": 0}
         scanner = Scanner(query, profile, plan, agg)
@@ -1234,7 +1480,9 @@ def scan_file(path: str, query: Query) -> tuple:
                 end = max(start, end_offset(fd, size, query.until + SLACK_SECONDS, profile, query))
         bisect_reads = 65536 * 2 * max(1, int(math.log2(max(size, 2) / 65536 + 1)))
         report["bisected"] = True
-    agg, read, workers = _scan_plain(path, query, profile, plan, start, end)
+    at_rest = time.time() - mtime >= AT_REST_SECONDS
+    agg, read, workers = _scan_plain(path, query, profile, plan, start, end, at_rest)
+    report["reader"] = "mmap" if at_rest else "read"
     report["bytes_read"] = read + (min(bisect_reads, size) if report["bisected"] else 0)
     report["workers"] = workers
     report["range"] = [start, end]
@@ -1292,6 +1540,7 @@ def _auth_rows(table: dict, partner: str, top: int) -> list:
             "key": key,
             "count": entry[0],
             partner: len(entry[3]),
+            f"{partner}_capped": len(entry[3]) >= MAX_DISTINCT,
             f"{partner}_sample": sorted(entry[3])[:10],
             "first_seen": iso(entry[1]),
             "last_seen": iso(entry[2]),
@@ -1299,6 +1548,10 @@ def _auth_rows(table: dict, partner: str, top: int) -> list:
             "interval_cv": None if cv is None else round(cv, 3),
         })
     return rows
+
+
+def _at_least(partners: set, entry: list) -> str:
+    return f"{len(partners)}+" if len(entry[3]) >= MAX_DISTINCT else str(len(partners))
 
 
 def auth_report(agg: Aggregator, query: Query) -> dict:
@@ -1310,8 +1563,9 @@ def auth_report(agg: Aggregator, query: Query) -> dict:
         accounts = entry[3] - {MISSING}
         if len(accounts) >= query.auth_accounts_per_ip:
             indicators.append({"indicator": "same_ip_many_accounts", "ip": ip, "accounts": len(accounts), "attempts": entry[0],
-                               "threshold": query.auth_accounts_per_ip, "accounts_sample": sorted(accounts)[:10],
-                               "detail": f"{ip} tried {len(accounts)} accounts ({entry[0]} failures)"})
+                               "capped": len(entry[3]) >= MAX_DISTINCT, "threshold": query.auth_accounts_per_ip,
+                               "accounts_sample": sorted(accounts)[:10],
+                               "detail": f"{ip} tried {_at_least(accounts, entry)} accounts ({entry[0]} failures)"})
         cv = interval_cv(entry)
         if entry[0] >= query.auth_timing_min_attempts and cv is not None and cv <= query.auth_timing_max_cv:
             mean = entry[5] / entry[4]
@@ -1324,8 +1578,9 @@ def auth_report(agg: Aggregator, query: Query) -> dict:
         ips = entry[3] - {MISSING}
         if len(ips) >= query.auth_ips_per_account:
             indicators.append({"indicator": "distributed_ips_same_account", "account": account, "ips": len(ips), "attempts": entry[0],
-                               "threshold": query.auth_ips_per_account, "ips_sample": sorted(ips)[:10],
-                               "detail": f"{account} failed from {len(ips)} addresses ({entry[0]} failures)"})
+                               "capped": len(entry[3]) >= MAX_DISTINCT, "threshold": query.auth_ips_per_account,
+                               "ips_sample": sorted(ips)[:10],
+                               "detail": f"{account} failed from {_at_least(ips, entry)} addresses ({entry[0]} failures)"})
     indicators.sort(key=lambda i: (i["indicator"], -i["attempts"]))
     return {
         "failures": agg.matched,
@@ -1358,9 +1613,8 @@ def run_query(params: dict) -> dict:
     if query.group_by != "none":
         ordered = sorted(total.groups.items(), key=lambda kv: (-kv[1][0], kv[0]))
         for key, (count, first, last, samples) in ordered[: query.top]:
-            rendered = [_record_out(p, s, query) for p, s in samples]
             groups.append({"key": key, "count": count, "first_seen": iso(first), "last_seen": iso(last),
-                           "sample": rendered[0] if rendered else None, "samples": rendered})
+                           "sample": samples[0] if samples else None, "samples": samples})
     result = {
         "matched": total.matched,
         "scanned_lines": total.scanned_lines,

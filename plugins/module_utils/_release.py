@@ -39,8 +39,11 @@ def list_releases(releases_dir: str, current_link: str = "current") -> dict[str,
         raise ReleaseError(f"path: releases directory {releases_dir} does not exist or is not a directory")
     link = root / current_link
     current = None
+    current_since = None
     if link.is_symlink():
         current = Path(os.readlink(link)).name
+        # The link's own mtime is when the release became current again after a rollback or re-deploy.
+        current_since = datetime.fromtimestamp(link.lstat().st_mtime, tz=timezone.utc).isoformat(timespec="seconds")
     elif link.exists():
         raise ReleaseError(f"current_link: {link} exists but is not a symlink")
     releases = []
@@ -70,6 +73,7 @@ def list_releases(releases_dir: str, current_link: str = "current") -> dict[str,
         "current": current,
         "previous": previous,
         "deployed_at": current_release["deployed_at"] if current_release else None,
+        "current_since": current_since,
         "dangling": current is not None and current not in names,
     }
 

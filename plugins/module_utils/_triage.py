@@ -33,6 +33,15 @@ def _text_of(group: dict[str, Any]) -> str:
     return " ".join(parts).lower()
 
 
+def error_label(group: dict[str, Any]) -> str:
+    """A short name for an error group: its exception type when a sample has one, else its key."""
+    sample = group.get("sample")
+    exception = sample.get("exception") if isinstance(sample, dict) else None
+    if isinstance(exception, dict) and exception.get("type"):
+        return str(exception["type"])
+    return str(group.get("exception_type") or group.get("key") or "")
+
+
 def classify_errors(groups: list[dict[str, Any]], patterns: dict[str, str] | None = None) -> dict[str, Any]:
     """Which runbook pattern the errors follow, weighted by count."""
     compiled = {name: re.compile(expr, re.IGNORECASE) for name, expr in (patterns or DEFAULT_PATTERNS).items()}
@@ -43,7 +52,7 @@ def classify_errors(groups: list[dict[str, Any]], patterns: dict[str, str] | Non
         count = int(group.get("count", 1) or 0)
         pattern = next((name for name, regex in compiled.items() if regex.search(text)), "other")
         counts[pattern] = counts.get(pattern, 0) + count
-        label = str(group.get("exception_type") or group.get("key") or "")
+        label = error_label(group)
         if count > top_type.get(pattern, (0, ""))[0]:
             top_type[pattern] = (count, label)
     total = sum(counts.values())
@@ -172,8 +181,11 @@ def fleet_evidence(evidence: list[dict[str, Any]], top: int = 10) -> dict[str, A
         if reason:
             unchecked.append({"what": "recent deployments", "host": host, "reason": reason})
         else:
+            # A release that became current again (rollback, re-deploy) counts from that moment.
+            moments = [m for m in (deploys.get("deployed_at"), deploys.get("current_since")) if m]
+            deployed_at = max(moments, key=lambda m: parse_time(m)) if moments else None
             deployments.append({"host": host, "current": deploys.get("current"), "previous": deploys.get("previous"),
-                                "deployed_at": deploys.get("deployed_at")})
+                                "deployed_at": deployed_at})
     return {
         "groups": merge_error_groups(per_host_groups, top),
         "matched": matched,

@@ -78,7 +78,8 @@ options:
   search:
     description:
       - Plain substring that must occur in the record's text as written (the JSON line, or the text line
-        and its traceback), like grep.
+        and its traceback), like grep; for JSON records also in the decoded message and exception, since
+        JSON writers escape quotes and non-ASCII characters.
     type: str
   ignore_case:
     description:
@@ -87,7 +88,9 @@ options:
     default: false
   regex:
     description:
-      - Python regular expression searched in the record's text as written.
+      - Python regular expression searched where O(search) is.
+      - When every match must contain a literal (C(timed out after) in C(timed out after \d+ ms)), only lines
+        holding it are parsed.
     type: str
   fields:
     description:

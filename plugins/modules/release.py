@@ -90,6 +90,12 @@ deployed_at:
   description: When the current release was deployed (ISO 8601).
   returned: when O(action=list)
   type: str
+current_since:
+  description:
+    - When the current link was last switched (its own modification time, ISO 8601); later than RV(deployed_at)
+      when a release became current again through a rollback.
+  returned: when O(action=list)
+  type: str
 dangling:
   description: The current link points at a release that does not exist.
   returned: when O(action=list)

@@ -28,6 +28,7 @@ def test_list(releases):
     assert (state["current"], state["previous"]) == ("v1.4.2", "v1.4.1")
     assert state["deployed_at"] == "2026-11-23T09:00:00+00:00"
     assert state["dangling"] is False
+    assert state["current_since"] is not None
 
 
 def test_missing_dir_names_path(tmp_path):

@@ -101,3 +101,10 @@ def test_fleet_evidence_merges_and_lists_unchecked():
     unchecked = {(u["what"], u["host"]) for u in fleet["unchecked"]}
     assert unchecked == {("recent deployments", "app2"), ("error logs", "app3"), ("recent deployments", "app3")}
     assert any("unreachable" in u["reason"] for u in fleet["unchecked"])
+
+
+def test_fleet_evidence_counts_a_rollback_as_the_moment_of_deployment():
+    evidence = [{"host": "app1", "errors": {"matched": 0, "groups": []},
+                 "deployments": {"current": "v2", "previous": "v1", "deployed_at": "2026-11-20T09:00:00+00:00",
+                                 "current_since": "2026-11-23T09:00:00+00:00"}}]
+    assert triage.fleet_evidence(evidence)["deployments"][0]["deployed_at"] == "2026-11-23T09:00:00+00:00"
