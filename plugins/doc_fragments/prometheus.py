@@ -27,7 +27,7 @@ options:
     type: str
   allow_unreachable:
     description:
-      - When Prometheus cannot be reached, return RV(reachable=false) with the reason instead of failing.
+      - When Prometheus cannot be reached, report that (with the reason) as the result instead of failing.
       - Runbooks set this so that a monitoring outage becomes a finding in the report, not a crashed run.
       - A query that Prometheus rejects (bad PromQL) always fails.
     type: bool

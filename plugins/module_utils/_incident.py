@@ -162,6 +162,12 @@ def _table(columns: list[str], rows: list[Any]) -> list[str]:
     return lines
 
 
+def _action_line(action: dict[str, Any]) -> str:
+    host = f"**{action['host']}**" if action.get("host") else None
+    head = " ".join(str(part) for part in (action.get("time"), host, action.get("action", action)) if part)
+    return f"- {head}: {action['result']}" if action.get("result") else f"- {head}"
+
+
 def render_markdown(record: dict[str, Any]) -> str:
     """The report a person reads: decision first, then evidence, then what is left to do."""
     out = [f"# {record['title']} — {record['status']}", ""]
@@ -197,8 +203,7 @@ def render_markdown(record: dict[str, Any]) -> str:
             if table and table.get("rows"):
                 out += _table(table["columns"], table["rows"]) + [""]
     sections = (
-        ("actions", "Actions taken", lambda a: "- " + " ".join(str(p) for p in (a.get("time"), f"**{a['host']}**" if a.get("host") else None,
-                                                                                   a.get("action", a)) if p) + (f": {a['result']}" if a.get("result") else "")),
+        ("actions", "Actions taken", _action_line),
         ("unchecked", "Could not check", lambda u: f"- {u.get('what', u)}{' on **' + u['host'] + '**' if u.get('host') else ''}: {u.get('reason', '')}"),
         ("next_steps", "Next steps", lambda s: f"- [ ] {s}"),
         ("follow_ups", "Follow-ups", lambda s: f"- [ ] {s}"),

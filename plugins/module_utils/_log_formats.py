@@ -505,26 +505,28 @@ def _parse_line(line: str, fmt: str, default_tz: tzinfo, strict_text: bool) -> O
 
 # --- fingerprints -----------------------------------------------------------------------------
 
-_QUOTED_RE = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
-_UUID_RE = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
-_IP_RE = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
-_HEX_RE = re.compile(r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b")
-_NUMBER_RE = re.compile(r"[-+]?\d+(?:\.\d+)?")
+# One pass, leftmost match first: quoted values, UUIDs, IPv4 addresses (with port), hex ids
+# (0x…, or 8+ hex digits with at least one digit), then any other number.
+_TOKEN_RE = re.compile(
+    r"(?P<str>'[^']*'|\"[^\"]*\"|`[^`]*`)"
+    r"|(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
+    r"|(?P<ip>\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b)"
+    r"|(?P<hex>\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b)"
+    r"|(?P<n>[-+]?\d+(?:\.\d+)?)"
+)
+_TOKEN_NAMES = {"str": "<str>", "uuid": "<uuid>", "ip": "<ip>", "hex": "<hex>", "n": "<n>"}
+_HAS_TOKEN_RE = re.compile(r"[0-9'\"`]")
+
+
+def _token(match: "re.Match") -> str:
+    return _TOKEN_NAMES[match.lastgroup]
 
 
 def normalise_message(message: str, limit: int = 300) -> str:
     """The message with ids, numbers, addresses and quoted values replaced, so variants group together."""
     text = message[:limit]
-    # Each pass only where it can match: this runs once per matched record.
-    if "'" in text or '"' in text or "`" in text:
-        text = _QUOTED_RE.sub("<str>", text)
-    if len(text) >= 36 and "-" in text:
-        text = _UUID_RE.sub("<uuid>", text)
-    if text.count(".") >= 3:
-        text = _IP_RE.sub("<ip>", text)
-    if len(text) >= 8:
-        text = _HEX_RE.sub("<hex>", text)
-    text = _NUMBER_RE.sub("<n>", text)
+    if _HAS_TOKEN_RE.search(text):  # this runs once per matched record: skip the pass when nothing can match
+        text = _TOKEN_RE.sub(_token, text)
     return " ".join(text.split())
 
 

@@ -969,7 +969,7 @@ class InPlace:
         self.message_token = f'"message"{sep}"'
         self.exception_token = f'"exception"{sep}'
         self.exception_type_token = '{"type"' + sep + '"'
-        self.other_keys = [f'"{k}"' for k in ("msg", "short_message", "log", "exc_info", "exc")]
+        self.other_keys = re.compile(r'"(?:msg|short_message|log|exc_info|exc)"')
 
     def level_at(self, raw, start: int, end: int, key_at: int) -> Optional[str]:
         """The level of the line buf[start:end] whose level key is at ``key_at`` (or -1: find it)."""
@@ -1002,7 +1002,7 @@ class InPlace:
             message = scanstring(line, at + len(self.message_token))[0]
         except ValueError:
             return None
-        if any(key in line for key in self.other_keys):
+        if self.other_keys.search(line):
             return None  # another message or exception key the full parser might prefer
         at = line.find(self.exception_token)
         if at < 0:
@@ -1070,11 +1070,16 @@ def _candidate_lines(buf, lo: int, hi: int, plan: Plan) -> Iterator[tuple]:
 _JSON_TS_RE = re.compile(rb'"(?:timestamp|time|ts|@timestamp)"\s*:\s*("?)([^",}]+)\1')
 
 
+_JSON_TS_FIRST_RE = re.compile(rb'\{\s*"(?:timestamp|time|ts|@timestamp)"\s*:\s*("?)([^",}]+)\1')
+
+
 def _cheap_ts(line: bytes, query: Query) -> tuple:
     """(ok, ts) of a flat JSON line without parsing it."""
-    match = _JSON_TS_RE.search(line)
-    if match is None or line[:match.start()].count(b"{") != 1:
-        return False, None
+    match = _JSON_TS_FIRST_RE.match(line)  # the usual shape: the time is the first key
+    if match is None:
+        match = _JSON_TS_RE.search(line)
+        if match is None or line[:match.start()].count(b"{") != 1:
+            return False, None
     value = match.group(2).decode("ascii", "replace")
     return True, parse_timestamp(float(value) if not match.group(1) and _is_number(value) else value, query.tz)
 

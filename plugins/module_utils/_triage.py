@@ -183,7 +183,7 @@ def fleet_evidence(evidence: list[dict[str, Any]], top: int = 10) -> dict[str, A
         else:
             # A release that became current again (rollback, re-deploy) counts from that moment.
             moments = [m for m in (deploys.get("deployed_at"), deploys.get("current_since")) if m]
-            deployed_at = max(moments, key=lambda m: parse_time(m)) if moments else None
+            deployed_at = max(moments, key=parse_time) if moments else None
             deployments.append({"host": host, "current": deploys.get("current"), "previous": deploys.get("previous"),
                                 "deployed_at": deployed_at})
     return {
