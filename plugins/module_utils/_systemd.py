@@ -508,8 +508,9 @@ def collect(units: Any, systemctl: Systemctl, now: Optional[float] = None, journ
             reports[name]["dependencies_healthy"] = not any(entry["problem"] for entry in entries)
 
     if journal_lines:
-        for name, report in reports.items():
-            report["journal"], report["journal_warning"] = systemctl.journal(name, journal_lines, since, priority)
+        for report in reports.values():
+            # By systemd's own name: an alias (sshd.service) has no journal entries of its own.
+            report["journal"], report["journal_warning"] = systemctl.journal(report["id"], journal_lines, since, priority)
 
     unhealthy = [name for name, report in reports.items() if not report["healthy"]]
     summary_parts = [f"{len(names)} unit{'s' if len(names) != 1 else ''}: {len(names) - len(unhealthy)} healthy"]
