@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ansible_collections.sre.runbooks.plugins.module_utils._postgres import fetch_all, server_version_num, truncate
@@ -22,8 +23,12 @@ CLIENT = "client backend"
 # One round trip per sample. Filters are parameters (NULL = no filter); pg_blocking_pids is only
 # called for sessions waiting on a lock, since each call briefly takes the lock manager's locks.
 ACTIVITY_SQL = """
-SELECT pid, usename AS "user", application_name, client_addr::text AS client_addr, client_port,
-       datname AS database, state, backend_type, wait_event_type, wait_event,
+SELECT pid, usename AS "user", application_name, host(client_addr) AS client_addr, client_port,
+       datname AS database, state, wait_event_type, wait_event,
+       -- Roles without pg_read_all_stats see other roles' backend_type as NULL; a backend with a user and a
+       -- database is a client session (background workers have neither), so the pool count stays right.
+       COALESCE(backend_type, CASE WHEN usesysid IS NOT NULL AND datid IS NOT NULL THEN 'client backend'
+                                   ELSE 'unknown (insufficient privilege)' END) AS backend_type,
        to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS backend_start,
        EXTRACT(EPOCH FROM now() - backend_start)::float8 AS connection_seconds,
        EXTRACT(EPOCH FROM now() - query_start)::float8 AS query_seconds,
@@ -39,7 +44,8 @@ SELECT pid, usename AS "user", application_name, client_addr::text AS client_add
 FROM pg_stat_activity
 """
 
-SETTINGS_SQL = "SELECT name, setting, unit, current_setting(name) AS shown FROM pg_settings WHERE name = ANY(%s)"
+# reset_val, not setting: the module's own session changed statement_timeout; a new session gets reset_val.
+SETTINGS_SQL = "SELECT name, reset_val AS setting, unit FROM pg_settings WHERE name = ANY(%s)"
 
 
 def sample_activity(conn, filters: dict[str, list[str] | None], query_max_length: int, params: dict | None = None) -> list[dict[str, Any]]:
@@ -62,6 +68,13 @@ def read_settings(conn, params: dict | None = None) -> dict[str, dict[str, Any]]
 
 def _label(value: Any, empty: str) -> str:
     return str(value) if value not in (None, "") else empty
+
+
+def _with_unit(row: dict[str, Any]) -> str:
+    """``30000`` + ``ms`` → ``30000ms``; ``0`` stays ``0`` (disabled)."""
+    if not row["unit"] or row["setting"] in ("0", "-1"):
+        return row["setting"]
+    return f"{row['setting']}{row['unit']}"
 
 
 def usage(rows: list[dict[str, Any]], settings: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -256,7 +269,7 @@ def collect(conn, options: dict[str, Any], sleep: Callable[[float], None] = time
         clients = [r for r in rows if r["backend_type"] == CLIENT and not r["own"]]
         selected = [r for r in clients if r["selected"]]
         samples.append(selected)
-        sample_summaries.append({"at": time.time(), "total": len(clients),
+        sample_summaries.append({"at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "total": len(clients),
                                  "idle": sum(1 for r in clients if r["state"] in IDLE_STATES)})
     all_rows = rows
     clients = [r for r in all_rows if r["backend_type"] == CLIENT and not r["own"]]
@@ -270,7 +283,7 @@ def collect(conn, options: dict[str, Any], sleep: Callable[[float], None] = time
         "usage": usage(all_rows, settings_rows),
         "backend_types": dict(Counter(r["backend_type"] for r in all_rows if not r["own"]).most_common()),
         "breakdown": breakdowns(selected),
-        "settings": {name: row["shown"] for name, row in settings_rows.items()},
+        "settings": {name: _with_unit(row) for name, row in settings_rows.items()},
         "filtered": any(filters.values()),
         "selected_total": len(selected),
     }

@@ -138,7 +138,9 @@ long_running_count:
   returned: always
   type: int
 idle_in_transaction:
-  description: Sessions idle in an open transaction longer than O(idle_in_transaction_threshold), with C(idle_seconds) and C(transaction_seconds); C(query) is the last statement they ran.
+  description:
+    - Sessions idle in an open transaction longer than O(idle_in_transaction_threshold), oldest first, with C(idle_seconds) and C(transaction_seconds).
+    - C(query) is the last statement they ran.
   returned: always
   type: list
   elements: dict
@@ -161,7 +163,9 @@ settings:
   type: dict
   sample: {"max_connections": "100", "idle_in_transaction_session_timeout": "0", "statement_timeout": "0"}
 leak_suspects:
-  description: Groups whose idle connections grew by at least O(leak_min_growth) and never shrank across the samples, with C(idle_counts) per sample and C(growth).
+  description:
+    - Groups whose idle connections grew by at least O(leak_min_growth) and never shrank across the samples.
+    - Each has C(application_name), C(user), C(client_addr), C(idle_counts) (one per sample) and C(growth).
   returned: when O(sample_interval) is positive
   type: list
   elements: dict
