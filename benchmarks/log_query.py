@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Benchmark sre.runbooks' log_query against grep on a large Residency-Scheduler-shaped JSON log.
 
@@ -150,7 +150,7 @@ def timed(func, repeat: int = 3):
     """Best of ``repeat`` wall-clock runs: (seconds, last result)."""
     best = None
     result = None
-    for _ in range(repeat):
+    for _attempt in range(repeat):
         t0 = time.perf_counter()
         result = func()
         elapsed = time.perf_counter() - t0
