@@ -286,13 +286,6 @@ def parse_json(line: str, default_tz: tzinfo = timezone.utc) -> Optional[Record]
         return None
 
 
-def _first(obj: dict, keys) -> tuple[Optional[str], Any]:
-    for key in keys:
-        if key in obj:
-            return key, obj[key]
-    return None, None
-
-
 def _pop_first(obj: dict, keys) -> Any:
     for key in keys:
         if key in obj:
@@ -505,28 +498,45 @@ def _parse_line(line: str, fmt: str, default_tz: tzinfo, strict_text: bool) -> O
 
 # --- fingerprints -----------------------------------------------------------------------------
 
-# One pass, leftmost match first: quoted values, UUIDs, IPv4 addresses (with port), hex ids
-# (0x…, or 8+ hex digits with at least one digit), then any other number.
-_TOKEN_RE = re.compile(
-    r"(?P<str>'[^']*'|\"[^\"]*\"|`[^`]*`)"
-    r"|(?P<uuid>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b)"
-    r"|(?P<ip>\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b)"
-    r"|(?P<hex>\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b)"
-    r"|(?P<n>[-+]?\d+(?:\.\d+)?)"
-)
-_TOKEN_NAMES = {"str": "<str>", "uuid": "<uuid>", "ip": "<ip>", "hex": "<hex>", "n": "<n>"}
-_HAS_TOKEN_RE = re.compile(r"[0-9'\"`]")
-
-
-def _token(match: "re.Match") -> str:
-    return _TOKEN_NAMES[match.lastgroup]
+_QUOTED_RE = re.compile(r"'[^']*'|\"[^\"]*\"|`[^`]*`")
+_UUID_RE = re.compile(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+_IP_RE = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b")
+_HEX_RE = re.compile(r"\b0x[0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{8,}\b")
+_NUMBER_RE = re.compile(r"[-+]?\d+(?:\.\d+)?")
+_DIGITS_1_TO_9_AS_1 = str.maketrans("23456789", "11111111")
+_NORMALISED: dict = {}
+_NORMALISED_MAX = 4096  # about 3 MiB at most
 
 
 def normalise_message(message: str, limit: int = 300) -> str:
-    """The message with ids, numbers, addresses and quoted values replaced, so variants group together."""
+    """The message with ids, numbers, addresses and quoted values replaced, so variants group together.
+
+    Memoised on the message with the digits 2-9 turned into 1: the rules below tell no
+    digit from another except 0 (in ``0x``) and no digit survives them, so messages equal
+    under that mapping normalise equally; most repeated errors differ only in their numbers.
+    """
     text = message[:limit]
-    if _HAS_TOKEN_RE.search(text):  # this runs once per matched record: skip the pass when nothing can match
-        text = _TOKEN_RE.sub(_token, text)
+    key = text.translate(_DIGITS_1_TO_9_AS_1)
+    result = _NORMALISED.get(key)
+    if result is None:
+        result = _normalise(text)
+        if len(_NORMALISED) >= _NORMALISED_MAX:  # bounded: forget everything rather than grow
+            _NORMALISED.clear()
+        _NORMALISED[key] = result
+    return result
+
+
+def _normalise(text: str) -> str:
+    # Each pass only where it can match.
+    if "'" in text or '"' in text or "`" in text:
+        text = _QUOTED_RE.sub("<str>", text)
+    if len(text) >= 36 and "-" in text:
+        text = _UUID_RE.sub("<uuid>", text)
+    if text.count(".") >= 3:
+        text = _IP_RE.sub("<ip>", text)
+    if len(text) >= 8:
+        text = _HEX_RE.sub("<hex>", text)
+    text = _NUMBER_RE.sub("<n>", text)
     return " ".join(text.split())
 
 

@@ -179,7 +179,7 @@ class Query:
         workers = p.get("workers")
         self.workers = _non_negative(p, "workers", 0) if workers is not None else 0
         if self.workers == 0:
-            self.workers = max(1, min(4, os.cpu_count() or 1))
+            self.workers = auto_workers()
 
     # Filters, cheapest first.
     def in_window(self, ts: Optional[float]) -> bool:
@@ -220,6 +220,36 @@ class Query:
     @property
     def windowed(self) -> bool:
         return self.since is not None or self.until is not None
+
+
+def auto_workers() -> int:
+    """One worker per CPU that is not busy right now, at most 4.
+
+    Forking onto a saturated CPU only slows the scan down, and a host being diagnosed for
+    high CPU should not get more load than it has room for. Busy is the number of runnable
+    tasks other than this one (Linux ``/proc/loadavg``; elsewhere the 1-minute load average,
+    which also holds this process's own recent work).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return workers_for(cpus, _busy_tasks())
+
+
+def workers_for(cpus: int, busy: float) -> int:
+    return max(1, min(4, cpus, int(cpus - busy + 0.5)))
+
+
+def _busy_tasks(loadavg: str = "/proc/loadavg") -> float:
+    try:
+        with open(loadavg, encoding="ascii") as handle:
+            return int(handle.read().split()[3].split("/")[0]) - 1
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0] - 1
+        except (AttributeError, OSError):
+            return 0.0
 
 
 def _as_str_set(value: Any) -> frozenset:
@@ -1151,7 +1181,7 @@ class Scanner:
         needle = plan.needles[0]
         search = plan.pattern.search if plan.pattern is not None else None
         scanned = matched = 0
-        first_span = None
+        first_span = last_span = None
         pos = find(needle, lo, hi) if search is None else _match_start(search(buf, lo, hi))
         while pos >= 0:
             start = rfind(b"\n", lo, pos) + 1 or lo
@@ -1190,8 +1220,10 @@ class Scanner:
                         by_level[level] += 1
                         if ts is not None:
                             agg.seen(ts)
-                        elif first_span is None:
-                            first_span = (start, end)
+                        else:
+                            last_span = (start, end)
+                            if first_span is None:
+                                first_span = last_span
                         if grouped:
                             agg.group_raw(key, ts, buf, start, end, level)
                         kept.append((start, end, level, ts))
@@ -1200,7 +1232,7 @@ class Scanner:
         agg.matched += matched
         if first_span is not None:
             # Times were not needed per line: the first and last matching lines give first/last seen.
-            for span in (first_span, next((k[:2] for k in reversed(kept) if not isinstance(k, Record)), first_span)):
+            for span in (first_span, last_span):
                 ok, ts = _cheap_ts(bytes(buf[span[0]:span[1]]), q)
                 if ok:
                     agg.seen(ts)

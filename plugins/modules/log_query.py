@@ -132,7 +132,8 @@ options:
     default: 10000
   workers:
     description:
-      - Processes that scan a large plain file (from 48 MiB) in parallel. V(0) uses up to 4, one per CPU; V(1) never forks.
+      - Processes that scan a large plain file (from 48 MiB, 4 MiB when every line is parsed) in parallel.
+        V(0) uses one per CPU not busy right now (runnable tasks in C(/proc/loadavg)), at most 4; V(1) never forks.
     type: int
     default: 0
   mode:

@@ -204,3 +204,13 @@ def test_parsers_never_raise_on_arbitrary_bytes(data):
 def test_json_parser_survives_odd_shapes(obj):
     record = lf.parse_line(json.dumps(obj))
     assert record is None or isinstance(record, lf.Record)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="0123456789abcdefxyzABCDEF.:-_ '\"`x/()=,", max_size=80), st.text(alphabet="123456789", min_size=1, max_size=1))
+def test_normalise_memo_is_exact(text, digit):
+    """The memo key maps digits 2-9 to 1: any message equal under that mapping must normalise the same."""
+    lf._NORMALISED.clear()  # pylint: disable=protected-access
+    other = "".join(digit if ch in "123456789" else ch for ch in text)
+    assert lf.normalise_message(other) == lf._normalise(other[:300])  # pylint: disable=protected-access
+    assert lf.normalise_message(text) == lf._normalise(text[:300])  # pylint: disable=protected-access
