@@ -10,13 +10,13 @@ options:
   as_of:
     description:
       - The moment that separates V(historical) violations (ending at or before it) from V(future) ones (still preventable), and whose
-        ISO week RV(approaching) looks at. V(now) or an ISO 8601 date and time.
+        ISO week the C(approaching) result looks at. V(now) or an ISO 8601 date and time.
     type: str
     default: now
   timezone:
     description:
       - IANA name of the program's time zone (for example V(America/New_York)) for calendar days, ISO weeks and times without offset.
-      - Without it calendar days are UTC days and times without offset are an error. Required with O(source=postgres).
+      - Without it calendar days are UTC days and times without offset are an error. Required when the schedule comes from the database.
     type: str
   rules:
     description: Check only these rules (all when empty).
@@ -24,19 +24,19 @@ options:
     elements: str
     choices: [weekly_80h_avg4w, one_day_off_in_7, continuous_24h_plus4, rest_14h_after_24h_call, rest_8h_between_shifts, call_q3_avg4w, pgy1_supervision]
   weekly_hours_warning:
-    description: A resident whose hours in the ISO week of O(as_of), worked and still scheduled, reach this many is listed in RV(approaching).
+    description: A resident whose hours in the ISO week of O(as_of), worked and still scheduled, reach this many is listed in the C(approaching) result.
     type: float
     default: 75
   block_hours:
     description:
-      - With O(source=postgres), the clock hours of each C(blocks.time_of_day) in O(timezone), as V(HH:MM-HH:MM); an end at or before
+      - With the database, the clock hours of each C(blocks.time_of_day) in O(timezone), as V(HH:MM-HH:MM); an end at or before
         the start is on the next day.
       - The default gives 6 h per half-day block, as the lab's scheduler counts them.
     type: dict
     default: {AM: "07:00-13:00", PM: "13:00-19:00"}
   assignment_rules:
     description:
-      - With O(source=postgres), how an assignment becomes a shift. The first rule whose C(match) fits decides; an assignment no rule
+      - With the database, how an assignment becomes a shift. The first rule whose C(match) fits decides; an assignment no rule
         matches is V(work) during its block's O(block_hours).
       - C(match) maps fields to a value or a list of accepted values (strings compared case-insensitively, all fields must fit).
         Fields are C(role), C(activity) (C(activity_override) if set, else the rotation's C(activity_type)), C(activity_type),
@@ -50,13 +50,13 @@ options:
     type: list
     elements: dict
   date_from:
-    description: With O(source=postgres), read blocks from this date (V(YYYY-MM-DD)) on. Give 27 days of history before the period of interest.
+    description: With the database, read blocks from this date (V(YYYY-MM-DD)) on. Give 27 days of history before the period of interest.
     type: str
   date_to:
-    description: With O(source=postgres), read blocks up to this date (inclusive).
+    description: With the database, read blocks up to this date (inclusive).
     type: str
   db_schema:
-    description: With O(source=postgres), the PostgreSQL schema holding the scheduler's tables.
+    description: With the database, the PostgreSQL schema holding the scheduler's tables.
     type: str
     default: public
 """
@@ -77,9 +77,9 @@ options:
         V(home_call) or V(moonlighting).
       - Optional C(worked) (boolean) says a V(home_call) shift was worked; only then does it count as work (its whole start to end).
         Enter a call-in from home as its own V(home_call) shift with C(worked=true) and its real times.
-      - Optional C(id) is returned in RV(violations[].shift_ids) instead of the shift's position in the list.
+      - Optional C(id) is returned in C(shift_ids) of a violation instead of the shift's position in the list.
       - Identical duplicates (same person, start, end and kind) are an error; overlapping shifts of one person are merged, counted once
-        and listed in RV(warnings).
+        and listed in C(warnings).
     type: list
     elements: dict
   people:

@@ -180,7 +180,7 @@ source:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.runbooks.plugins.module_utils._acgme import ScheduleError, check, read_schedule, source_argument_spec
+from ansible_collections.sre.runbooks.plugins.module_utils._acgme import check, read_schedule, source_argument_spec
 from ansible_collections.sre.runbooks.plugins.module_utils._postgres import PostgresError
 
 

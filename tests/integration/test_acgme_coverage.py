@@ -98,7 +98,7 @@ def test_plan_prevents_the_future_violations_and_applying_it_leaves_a_compliant_
         audit = conn.execute("SELECT action, details->>'incident_id', details->'before'->>'person_id' FROM audit_log "
                              "WHERE action LIKE 'schedule_change.%%'").fetchall()
     assert len(audit) == len(plan["changes"])
-    assert {(a, i, p) for a, i, p in audit} == {("schedule_change.reassign", "INC-1", str(OVERWORKED))}
+    assert set(audit) == {("schedule_change.reassign", "INC-1", str(OVERWORKED))}
 
     again, failed = run_module(monkeypatch, schedule_change.main, args(
         postgres_server, schedule_db, changes=plan["changes"], reason="test: prevent ACGME violation", incident_id="INC-1"))
