@@ -167,8 +167,8 @@ summary:
       C(compliant), and C(max_resident_avg_4w), the busiest resident's worst 28-day average.
   returned: always
   type: dict
-warnings:
-  description: Normalisations applied, such as overlapping shifts merged.
+normalisations:
+  description: Normalisations applied, such as overlapping shifts merged; each is also a warning of the task.
   returned: always
   type: list
   elements: str
@@ -206,6 +206,10 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     if not params["include_hours"]:
         report["hours"] = []
+    # "warnings" is Ansible's own result key: these go through module.warn and stay readable as data.
+    report["normalisations"] = report.pop("warnings")
+    for warning in report["normalisations"]:
+        module.warn(warning)
     result.update(report)
     module.exit_json(**result)
 
