@@ -510,7 +510,10 @@ def render_chart(record: dict[str, Any], width: int = 760, height: int = 260) ->
         colour = colours.get(marker.get("kind"), "#6a1b9a")
         parts.append(f'<line class="marker marker-{_esc(marker.get("kind", "other"))}" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" '
                      f'y2="{top + plot_h}" stroke="{colour}" stroke-width="2"/>')
-        parts.append(f'<text x="{x + 3:.1f}" y="{top + 12 + (index % 3) * 12}" fill="{colour}">{_esc(marker.get("label", ""))}</text>')
+        # Labels near the right edge go to the left of their line, so they stay inside the chart.
+        anchor, text_x = ("end", x - 3) if x > width - right - 160 else ("start", x + 3)
+        parts.append(f'<text x="{text_x:.1f}" y="{top + 12 + (index % 3) * 12}" text-anchor="{anchor}" fill="{colour}">'
+                     f'{_esc(marker.get("label", ""))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

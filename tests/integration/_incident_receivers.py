@@ -103,7 +103,7 @@ class _Handler:
         message = message_from_bytes(envelope.content, policy=policy.default)
         self.sink.messages.append({"time": time.time(), "from": envelope.mail_from, "to": list(envelope.rcpt_tos),
                                    "subject": message["Subject"], "headers": dict(message.items()),
-                                   "body": message.get_content(), "login": getattr(session, "login_data", None)})
+                                   "body": message.get_content()})
         return "250 OK"
 
 
