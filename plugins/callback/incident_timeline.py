@@ -85,6 +85,7 @@ from ansible_collections.sre.runbooks.plugins.module_utils._incident import appe
 REDACTED = "********"
 INCIDENT_ACTIONS = ("sre.runbooks.incident", "incident")
 _MAX_HOSTS_SCANNED = 50
+_MAX_ITEMS_DESCRIBED = 10
 
 
 class CallbackModule(CallbackBase):
@@ -170,15 +171,25 @@ class CallbackModule(CallbackBase):
             return "; ".join(str(v) for v in value)
         return str(value)
 
+    @staticmethod
+    def _item_status(item: dict[str, Any]) -> str:
+        if item.get("skipped"):
+            return "skipped"
+        if item.get("failed"):
+            return "failed"
+        return "changed" if item.get("changed") else "ok"
+
     def _summary(self, action: str, result: dict[str, Any], status: str) -> str:
         result = self._scrub({k: v for k, v in result.items() if k != "invocation"})
         if status == "skipped":
             return f"skipped: {result.get('skip_reason') or 'condition false'}" + (
                 f" ({result['false_condition']})" if result.get("false_condition") else "")
         if isinstance(result.get("results"), list) and result["results"]:
+            # What each item did (a notification per channel, a rollback per host), not only how many changed.
             items = [r for r in result["results"] if isinstance(r, dict)]
-            counts = {name: sum(1 for r in items if r.get(name)) for name in ("changed", "failed", "skipped")}
-            return f"{len(items)} item(s): " + ", ".join(f"{n} {k}" for k, n in counts.items())
+            parts = [self._summary(action, item, self._item_status(item)) for item in items[:_MAX_ITEMS_DESCRIBED]]
+            more = f"; and {len(items) - _MAX_ITEMS_DESCRIBED} more" if len(items) > _MAX_ITEMS_DESCRIBED else ""
+            return f"{len(items)} item(s): " + "; ".join(parts) + more
         if action in INCIDENT_ACTIONS and result.get("id"):
             verb = "joined" if result.get("joined") else ("opened" if "joined" in result else "updated")
             return f"incident {result['id']} {verb}" + (f"; status {result['record'].get('status')}" if isinstance(result.get("record"), dict) else "")

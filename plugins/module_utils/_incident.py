@@ -57,6 +57,7 @@ DOCUMENTATION_REQUIREMENTS: dict[str, list[tuple[str, str]]] = {
         ("tickets", "Bug/improvement tickets"),
     ],
 }
+QUIET_ACTIONS = ("ansible.builtin.validate_argument_spec", "validate_argument_spec")
 POST_MORTEM_SECTIONS = ("impact", "root_cause", "what_went_well", "what_went_wrong", "action_items")
 
 
@@ -310,9 +311,27 @@ def documentation_items(record: dict[str, Any]) -> list[tuple[str, str | None]]:
     return items
 
 
+def split_notifications(notifications: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """(deliveries that were attempted, one line for those skipped): an unconfigured channel is one fact, not a row per message."""
+    attempted = [n for n in notifications if n.get("status") != "skipped"]
+    skipped: dict[str, int] = {}
+    for sent in notifications:
+        if sent.get("status") == "skipped":
+            skipped[str(sent.get("channel"))] = skipped.get(str(sent.get("channel")), 0) + 1
+    if not skipped:
+        return attempted, ""
+    channels = ", ".join(f"{channel} ({count})" for channel, count in skipped.items())
+    return attempted, f"Not sent, channel not configured: {channels}."
+
+
 def post_mortem_needed(record: dict[str, Any]) -> bool:
     """The alert runbook: create a post-mortem for critical incidents (Severity 1–2 of the ML runbook too)."""
     return str(record.get("severity", "")).lower() in ("critical", "sev1", "sev2", "1", "2")
+
+
+def reported_tasks(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The task entries a person reads: role argument checks are kept in timeline.jsonl but left out of the reports."""
+    return [t for t in tasks if t.get("kind", "task") == "task" and t.get("action") not in QUIET_ACTIONS]
 
 
 def merged_timeline(record: dict[str, Any], tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -321,7 +340,7 @@ def merged_timeline(record: dict[str, Any], tasks: list[dict[str, Any]]) -> list
              "status": "", "detail": e.get("detail", "")} for e in record.get("timeline") or []]
     rows += [{"time": t.get("time"), "source": "task", "host": t.get("host", ""), "what": t.get("task", ""),
               "status": t.get("status", ""), "detail": t.get("detail", ""), "action": t.get("action", "")}
-             for t in tasks if t.get("kind", "task") == "task"]
+             for t in reported_tasks(tasks)]
     return sorted(rows, key=lambda row: (parse_time(row["time"]) or datetime.min.replace(tzinfo=timezone.utc)))
 
 
@@ -381,9 +400,14 @@ def render_markdown(record: dict[str, Any], tasks: list[dict[str, Any]] | None =
         out += ["## Escalations", ""] + _table(["time", "level", "contact", "path", "reason"], [
             [e.get("time"), e.get("level"), e.get("contact"), e.get("path"), e.get("reason")] for e in record["escalations"]]) + [""]
     if record.get("notifications"):
-        out += ["## Notifications", ""] + _table(["time", "channel", "event", "template", "status", "attempts", "detail"], [
-            [n.get("time"), n.get("channel"), n.get("event"), n.get("template"), n.get("status"), n.get("attempts"),
-             n.get("error") or n.get("detail") or ""] for n in record["notifications"]]) + [""]
+        attempted, skipped_note = split_notifications(record["notifications"])
+        out += ["## Notifications", ""]
+        if attempted:
+            out += _table(["time", "channel", "event", "template", "status", "attempts", "detail"], [
+                [n.get("time"), n.get("channel"), n.get("event"), n.get("template"), n.get("status"), n.get("attempts"),
+                 n.get("error") or n.get("detail") or ""] for n in attempted]) + [""]
+        if skipped_note:
+            out += [skipped_note, ""]
     out += ["## Documentation", "", f"What the runbook asks to document ({record.get('kind', 'alert')} incident):", ""]
     for label, value in documentation_items(record):
         out.append(f"- **{label}:** {value if value else '_not documented yet_'}")
@@ -404,7 +428,7 @@ def render_markdown(record: dict[str, Any], tasks: list[dict[str, Any]] | None =
     if record.get("timeline"):
         out += ["## Timeline", ""] + _table(["time", "event", "detail"], [
             [e.get("time"), e.get("event"), e.get("detail", "")] for e in record["timeline"]]) + [""]
-    task_rows = [t for t in tasks if t.get("kind", "task") == "task"]
+    task_rows = reported_tasks(tasks)
     if task_rows:
         out += ["## Task log", "", "Every task of the runs, as recorded by the incident_timeline callback (secrets redacted).", ""]
         out += _table(["time", "host", "task", "action", "status", "what was done"], [
@@ -493,7 +517,8 @@ def render_chart(record: dict[str, Any], width: int = 760, height: int = 260) ->
     for i in range(5):
         ts = x_min + x_span * i / 4
         label = datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M" if x_span >= 600 else "%H:%M:%S")
-        parts.append(f'<text x="{sx(ts):.1f}" y="{height - 12}" text-anchor="middle">{label}</text>')
+        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+        parts.append(f'<text x="{sx(ts):.1f}" y="{height - 12}" text-anchor="{anchor}">{label}</text>')
     parts.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#9aa5b1"/>')
     if threshold is not None:
         y = sy(threshold)
@@ -505,8 +530,14 @@ def render_chart(record: dict[str, Any], width: int = 760, height: int = 260) ->
     parts.append(f'<polygon points="{area}" fill="#1565c0" fill-opacity="0.12"/>')
     parts.append(f'<polyline class="series" points="{path}" fill="none" stroke="#1565c0" stroke-width="2"/>')
     colours = {"start": "#c62828", "remediation": "#ef6c00", "resolved": "#2e7d32"}
-    for index, (ts, marker) in enumerate(sorted(markers, key=lambda m: m[0])):
+    drawn: list[tuple[float, str]] = []
+    for ts, marker in sorted(markers, key=lambda m: m[0]):
         x = sx(ts)
+        # The same remediation on several hosts at once is one marker.
+        if any(abs(x - seen_x) < 4 and marker.get("label") == seen_label for seen_x, seen_label in drawn):
+            continue
+        index = len(drawn)
+        drawn.append((x, marker.get("label")))
         colour = colours.get(marker.get("kind"), "#6a1b9a")
         parts.append(f'<line class="marker marker-{_esc(marker.get("kind", "other"))}" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" '
                      f'y2="{top + plot_h}" stroke="{colour}" stroke-width="2"/>')
@@ -553,7 +584,8 @@ def render_html(record: dict[str, Any], tasks: list[dict[str, Any]] | None = Non
         meta.append(f"resolved {_esc(record['resolved_at'])} ({_esc(_duration(record['opened_at'], record['resolved_at']))})")
     out.append(f'<p class="meta">{" · ".join(meta)}</p>')
     if record.get("severity_info") or record.get("severity_reasons"):
-        out.append(f'<p class="meta">{_esc(record.get("severity_info"))} {_esc(record.get("severity_reasons"))}</p>')
+        because = f" · because: {_esc(record.get('severity_reasons'))}" if record.get("severity_reasons") else ""
+        out.append(f'<p class="meta">{_esc(record.get("severity_info"))}{because}</p>')
     if record.get("summary"):
         out += ["<h2>Summary</h2>", f"<p>{_esc(record['summary'])}</p>"]
     chart = render_chart(record)
@@ -577,9 +609,14 @@ def render_html(record: dict[str, Any], tasks: list[dict[str, Any]] | None = Non
         out += ["<h2>Escalations</h2>", _html_table(["time", "level", "contact", "path", "reason"], [
             [e.get("time"), e.get("level"), e.get("contact"), e.get("path"), e.get("reason")] for e in record["escalations"]])]
     if record.get("notifications"):
-        out += ["<h2>Notifications</h2>", _html_table(["time", "channel", "event", "template", "status", "attempts", "detail"], [
-            [n.get("time"), n.get("channel"), n.get("event"), n.get("template"), n.get("status"), n.get("attempts"),
-             n.get("error") or n.get("detail")] for n in record["notifications"]])]
+        attempted, skipped_note = split_notifications(record["notifications"])
+        out.append("<h2>Notifications</h2>")
+        if attempted:
+            out.append(_html_table(["time", "channel", "event", "template", "status", "attempts", "detail"], [
+                [n.get("time"), n.get("channel"), n.get("event"), n.get("template"), n.get("status"), n.get("attempts"),
+                 n.get("error") or n.get("detail")] for n in attempted]))
+        if skipped_note:
+            out.append(f'<p class="meta">{_esc(skipped_note)}</p>')
     out.append("<h2>Documentation</h2><ul>")
     for label, value in documentation_items(record):
         out.append(f"<li><b>{_esc(label)}:</b> " + (_esc(value) if value else '<span class="missing">not documented yet</span>') + "</li>")

@@ -85,6 +85,14 @@ PLAYBOOK = """
                   action: rolled back v2.1.0 to v2.0.9
                   result: changed
 
+        - name: The error rate did not decrease in time, escalate
+          ansible.builtin.include_role:
+            name: sre.runbooks.incident
+            tasks_from: escalate
+          vars:
+            incident_issue_type: application
+            incident_escalation_reason: error ratio not recovered within 30 min of the fix
+
     - name: Resolve phase
       when: lifecycle_phase == 'resolve'
       block:
@@ -140,6 +148,7 @@ def run_playbook(tmp_path: Path, http: HttpReceiver, smtp: SmtpSink, phase: str,
         "incident_notify_statuspage_token": SECRETS["status"],
         "incident_notify_grafana_url": f"{http.url}/grafana",
         "incident_notify_grafana_token": SECRETS["grafana"],
+        "incident_contacts": {"On-call Engineer": {"email": "oncall@example.org"}},
         "incident_notify_retries": 2,
         "incident_notify_backoff": 0,
         "incident_notify_timeout": 3,
@@ -212,7 +221,13 @@ def test_each_channel_got_the_right_message_at_the_right_moment(runs):
         ("pagerduty", "acknowledge"), ("slack", "[CRITICAL] HighErrorRate: acknowledge"),  # acknowledge
         ("email", "[CRITICAL] HighErrorRate: update"), ("slack", "[CRITICAL] HighErrorRate: update"),  # communicate
         ("grafana", "remediation"),                                            # the rollback
+        ("slack", "Escalation to On-call Engineer: HighErrorRate"),            # not recovered in time: escalate
+        ("email", "Escalation to On-call Engineer: HighErrorRate"), ("pagerduty", "trigger"),
     ]
+    escalation = smtp.messages[1]
+    assert escalation["to"] == ["oncall@example.org"]
+    assert "Reason: error ratio not recovered within 30 min of the fix" in escalation["body"]
+    assert "(level 1 of 2, application path" in escalation["body"]
     # The second run joined: no new page, no new acknowledgement; it resolves.
     assert second == [("pagerduty", "resolve"), ("grafana", "resolve"), ("email", "Incident Resolution: HighErrorRate"),
                       ("slack", "Incident Resolution: HighErrorRate"), ("statuspage", "resolve")]
@@ -230,7 +245,7 @@ def test_each_channel_got_the_right_message_at_the_right_moment(runs):
 
 def test_pagerduty_resolve_carries_the_trigger_dedup_key(runs):
     events = [r["json"] for r in runs["http"].on("/pagerduty")]
-    assert [e["event_action"] for e in events] == ["trigger", "acknowledge", "resolve"]
+    assert [e["event_action"] for e in events] == ["trigger", "acknowledge", "trigger", "resolve"]  # 2nd trigger: the escalation
     assert {e["dedup_key"] for e in events} == {"4f2a9c1e"}
     annotation = runs["http"].on("/grafana")[0]["json"]
     assert annotation["time"] == 1795424400000  # at the alert's startsAt
@@ -254,9 +269,13 @@ def test_timeline_report_and_page(runs):
     tasks = inc.read_task_log(directory)
     names = [t["task"] for t in tasks if t.get("kind") == "task"]
     assert "A task whose arguments carry a secret" in names and any("Notify through each channel" in n for n in names)
+    details = " ".join(t["detail"] for t in tasks if t.get("task") == "Notify through each channel")
+    assert "statuspage update: failed after 3 attempt(s) (HTTP 500" in details and "pagerduty resolve: sent after 1 attempt(s)" in details
+    record = inc.load(directory)
+    assert [(str(e["level"]), e["contact"], e["path"]) for e in record["escalations"]] == [("1", "On-call Engineer", "application")]
     assert len({t["run"] for t in tasks}) == 2 and [t["kind"] for t in tasks].count("run") == 2
     report = (directory / "report.md").read_text()
-    assert "## Task log" in report and "**Root cause:** Deployment v2.1.0 exhausted the connection pool" in report
+    assert "## Task log" in report and "validate_argument_spec" not in report and "**Root cause:** Deployment v2.1.0 exhausted the connection pool" in report
     assert "## Post-mortem" in report
     page = (directory / "report.html").read_text()
     assert '<polyline class="series"' in page and 'class="threshold"' in page and "marker-remediation" in page

@@ -129,3 +129,27 @@ def test_chart_has_series_threshold_and_markers(tmp_path):
     assert svg.count("<polyline") == 1 and 'class="threshold"' in svg and "threshold 5 %" in svg
     assert 'marker-start' in svg and 'marker-remediation' in svg
     assert inc.render_chart({**record, "metric": {"series": [["2026-11-23T09:00:00Z", 1]]}}) == ""
+
+
+def test_unconfigured_channels_are_one_line_attempts_are_rows(tmp_path):
+    directory, _record, _joined, _changed = open_incident(tmp_path)
+    inc.update(directory, {"notifications": [
+        {"time": "t1", "channel": "slack", "event": "update", "status": "skipped", "attempts": 0},
+        {"time": "t2", "channel": "slack", "event": "resolve", "status": "skipped", "attempts": 0},
+        {"time": "t3", "channel": "grafana", "event": "trigger", "status": "skipped", "attempts": 0},
+        {"time": "t4", "channel": "email", "event": "update", "status": "failed", "attempts": 4, "error": "SMTP 451"},
+    ]}, False)
+    report = (directory / "report.md").read_text()
+    assert "Not sent, channel not configured: slack (2), grafana (1)." in report
+    assert "| t4 | email | update |  | failed | 4 | SMTP 451 |" in report and "| t1 |" not in report
+
+
+def test_same_remediation_on_several_hosts_is_one_marker(tmp_path):
+    directory, _record, _joined, _changed = open_incident(tmp_path)
+    series = [["2026-11-23T08:50:00Z", 0.0], ["2026-11-23T09:30:00Z", 0.2]]
+    record, _changed = inc.update(directory, {"metric": {"name": "m", "series": series}, "actions": [
+        {"time": "2026-11-23T09:10:00Z", "host": "app1", "action": "rollback"},
+        {"time": "2026-11-23T09:10:01Z", "host": "app2", "action": "rollback"},
+        {"time": "2026-11-23T09:20:00Z", "host": "app1", "action": "restart"}]}, False, now=T0)
+    svg = inc.render_chart(record)
+    assert svg.count("marker-remediation") == 2 and svg.count(">rollback<") == 1
