@@ -85,6 +85,13 @@ options:
     description: Escalations made, each a dict with C(time), C(level), C(contact), C(path) and C(reason).
     type: list
     elements: dict
+  notifications:
+    description:
+      - Notifications to add to the record, each a dict as the C(sre.runbooks.notify) module records them (C(time),
+        C(channel), C(event), C(template), C(status), C(attempts), C(detail) or C(error)); the role records deliveries
+        to channels that are not configured this way, as V(skipped).
+    type: list
+    elements: dict
   documentation:
     description:
       - What the runbook asks to document, merged into the record, for example C(root_cause), C(lessons_learned),
@@ -210,7 +217,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sre.runbooks.plugins.module_utils._incident import IncidentError, open_or_join, update
 
 UPDATE_KEYS = ("findings", "decision", "actions", "unchecked", "next_steps", "follow_ups", "events", "status", "summary",
-               "severity", "severity_info", "acknowledged", "escalations", "documentation", "assessment", "severity_reasons",
+               "severity", "severity_info", "acknowledged", "escalations", "notifications", "documentation", "assessment", "severity_reasons",
                "issue_type", "metric")
 
 
@@ -231,6 +238,7 @@ def main() -> None:
             "kind": {"type": "str", "choices": ["alert", "acgme", "ml"], "default": "alert"},
             "acknowledged": {"type": "bool", "default": False},
             "escalations": {"type": "list", "elements": "dict"},
+            "notifications": {"type": "list", "elements": "dict"},
             "documentation": {"type": "dict"},
             "assessment": {"type": "dict"},
             "severity_reasons": {"type": "list", "elements": "str"},

@@ -127,7 +127,8 @@ PLAYBOOK = """
 """
 
 
-def run_playbook(tmp_path: Path, http: HttpReceiver, smtp: SmtpSink, phase: str, verbose: bool = False) -> subprocess.CompletedProcess:
+def run_playbook(tmp_path: Path, http: HttpReceiver, smtp: SmtpSink, phase: str, verbose: bool = False,
+                 email: bool = True) -> subprocess.CompletedProcess:
     extra = {
         "lifecycle_phase": phase,
         "runbook_incident_dir": str(tmp_path / "incidents"),
@@ -139,7 +140,7 @@ def run_playbook(tmp_path: Path, http: HttpReceiver, smtp: SmtpSink, phase: str,
         "incident_notify_slack_webhook_url": f"{http.url}/slack/{SECRETS['slack']}",
         "incident_notify_pagerduty_url": f"{http.url}/pagerduty/v2/enqueue",
         "incident_notify_pagerduty_routing_key": SECRETS["routing"],
-        "incident_notify_smtp_host": "127.0.0.1",
+        "incident_notify_smtp_host": "127.0.0.1" if email else "",
         "incident_notify_smtp_port": smtp.port,
         "incident_notify_smtp_username": "runbooks",
         "incident_notify_smtp_password": SECRETS["smtp"],
@@ -172,7 +173,8 @@ def lifecycle_runs(tmp_path_factory):
         first = run_playbook(tmp_path, http, smtp, "investigate")
         after_first = len(http.requests), len(smtp.messages)
         http.behaviour.clear()
-        second = run_playbook(tmp_path, http, smtp, "resolve", verbose=True)
+        # The second run has no SMTP server configured: its mail is recorded as skipped, not attempted.
+        second = run_playbook(tmp_path, http, smtp, "resolve", verbose=True, email=False)
         yield {"tmp": tmp_path, "http": http, "smtp": smtp, "first": first, "second": second, "after_first": after_first}
 
 
@@ -229,7 +231,7 @@ def test_each_channel_got_the_right_message_at_the_right_moment(runs):
     assert "Reason: error ratio not recovered within 30 min of the fix" in escalation["body"]
     assert "(level 1 of 2, application path" in escalation["body"]
     # The second run joined: no new page, no new acknowledgement; it resolves.
-    assert second == [("pagerduty", "resolve"), ("grafana", "resolve"), ("email", "Incident Resolution: HighErrorRate"),
+    assert second == [("pagerduty", "resolve"), ("grafana", "resolve"),
                       ("slack", "Incident Resolution: HighErrorRate"), ("statuspage", "resolve")]
     resolution = [r["json"]["text"] for r in http.on("/slack")][-1]
     for line in ("*Incident Resolution: HighErrorRate*", "Incident Resolution", "Duration:", "Root Cause: Deployment v2.1.0",
@@ -262,6 +264,9 @@ def test_down_channel_is_recorded_and_the_run_goes_on(runs):
     assert "statuspage" in runs["first"].stdout and "HTTP 500" in runs["first"].stdout  # reported to the operator
     sent = {(n["channel"], n["event"]) for n in record["notifications"] if n["status"] == "sent"}
     assert ("statuspage", "resolve") in sent and ("pagerduty", "resolve") in sent
+    skipped = [(n["channel"], n["event"], n["template"], n["detail"]) for n in record["notifications"] if n["status"] == "skipped"]
+    assert skipped == [("email", "resolve", "resolution_notice", "no smtp_host configured")]
+    assert "Not sent, channel not configured: email (1)." in (directory / "report.md").read_text()
 
 
 def test_timeline_report_and_page(runs):
