@@ -27,6 +27,7 @@ MAX_DURATION = 3600
 ERROR_SAMPLES = 5
 # Bodies are read whole (latency is to the last byte) but only this much is kept for matching.
 BODY_KEEP_BYTES = 1024 * 1024
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 SENSITIVE_HEADERS = ("authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token", "api-key")
 
 
@@ -136,9 +137,20 @@ def validate_url(url: str) -> str:
 
 def build_request(params: dict[str, Any]) -> tuple[bytes | None, dict[str, str]]:
     """The body and headers to send, from ``body`` / ``json``, ``headers``, ``secret_headers``, ``bearer_token``."""
-    headers = {str(k): str(v) for k, v in (params.get("headers") or {}).items()}
-    headers.update({str(k): str(v) for k, v in (params.get("secret_headers") or {}).items()})
+    headers = {}
+    for option in ("headers", "secret_headers"):
+        for name, value in (params.get(option) or {}).items():
+            name, value = str(name), str(value)
+            # A CR or LF would end the header and start another one (or the body): refuse, never send.
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{option}: {name!r} is not a valid HTTP header name")
+            if any(char in value for char in "\r\n\0"):
+                shown = "the value" if option == "secret_headers" else repr(value)
+                raise ValueError(f"{option}: {shown} of header {name!r} contains a line break or NUL")
+            headers[name] = value
     if params.get("bearer_token"):
+        if any(char in params["bearer_token"] for char in "\r\n\0 "):
+            raise ValueError("bearer_token: contains a space, line break or NUL")
         headers["Authorization"] = f"Bearer {params['bearer_token']}"
     data = None
     if params.get("body") is not None and params.get("json") is not None:

@@ -124,7 +124,12 @@ class RedisClient:
         try:
             if password:
                 args = ["AUTH", username, password] if username else ["AUTH", password]
-                self.command(*args)
+                try:
+                    self.command(*args)
+                except RedisAuthError:
+                    raise
+                except RedisReplyError as exc:  # e.g. a password given to a server that has none
+                    raise RedisAuthError(str(exc)) from None
             if db:
                 try:
                     self.command("SELECT", db)

@@ -234,3 +234,16 @@ def test_a_port_that_is_not_redis(monkeypatch):
 def test_bad_inputs_name_the_option(monkeypatch, redis_server, args, message):
     result, failed = run(monkeypatch, redis_server, **args)
     assert failed and result["msg"].startswith(message), result
+
+
+def test_injection_strings_are_sent_as_values(monkeypatch, redis_server):
+    """Patterns and passwords travel as RESP bulk strings: a CRLF and a command inside them are data, never run."""
+    load_keys(redis_server, sessions=3, schedules=2, plain=0)
+    hostile = ["*\r\nFLUSHALL\r\n", "session:*\r\n*1\r\n$8\r\nFLUSHALL\r\n", "x\" ; SET pwned 1 ; \""]
+    result, failed = run(monkeypatch, redis_server, interval=0, key_patterns=hostile)
+    assert not failed, result
+    assert [entry["sampled"] for entry in result["key_patterns"]] == [0, 0, 0]
+    assert [entry["pattern"] for entry in result["key_patterns"]] == hostile
+    result, failed = run(monkeypatch, redis_server, interval=0, password="x\r\nFLUSHALL\r\n")
+    assert failed and result["msg"].startswith("password: ")  # AUTH with that string refused; nothing else sent
+    assert redis_server.raw("DBSIZE") == ":5" and redis_server.raw("EXISTS", "pwned") == ":0"

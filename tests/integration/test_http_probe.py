@@ -255,6 +255,10 @@ def test_https_certificate_checks(monkeypatch, tls_server):
     ({"method": "POST", "body": "x", "json": {}}, "mutually exclusive: body|json"),
     ({"body_regex": "[unclosed"}, "body_regex: not a valid regular expression"),
     ({"expected_status": [999]}, "expected_status: 999 is not an HTTP status code"),
+    ({"headers": {"X-Test": "a\r\nX-Injected: 1"}}, "headers: 'a\\r\\nX-Injected: 1' of header 'X-Test' contains a line break"),
+    ({"headers": {"X-Test\r\nX-Injected": "1"}}, "is not a valid HTTP header name"),
+    ({"secret_headers": {"X-Api-Key": "k\r\nHost: evil"}}, "secret_headers: the value of header 'X-Api-Key' contains a line break"),
+    ({"bearer_token": "abc\r\nX-Injected: 1"}, "bearer_token: contains a space, line break or NUL"),
 ])
 def test_bad_inputs_name_the_option(monkeypatch, server, args, message):
     args = dict({"url": f"{server.url}/health"}, **args)
