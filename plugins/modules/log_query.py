@@ -194,7 +194,7 @@ options:
     description:
       - An IP whose inter-arrival times have a coefficient of variation (standard deviation / mean) at or below
         this is reported as machine-regular (V(machine_regular_timing)). People retry irregularly (about 1).
-      - The same test runs per account tried from two or more IPs: a botnet paced by one scheduler.
+      - The same test runs per account tried from two or more IPs (a botnet paced by one scheduler).
     type: float
     default: 0.25
 notes:

@@ -106,8 +106,8 @@ def test_scheduler_failed_logins_in_every_log_format(monkeypatch, tmp_path, log_
         proc.terminate()
         proc.wait(timeout=10)
 
-    result, failed = run_module(monkeypatch, log_query.main, {"path": str(log_file), "mode": "auth", "top": 50,
-                                                               "_ansible_check_mode": True})
+    args = {"path": str(log_file), "mode": "auth", "top": 50, "_ansible_check_mode": True}
+    result, failed = run_module(monkeypatch, log_query.main, args)
     assert not failed, result
     expected_format = {"json": "json", "text": "loguru_text", "logfmt": "logfmt", "gelf": "json"}[log_format]
     assert result["changed"] is False and expected_format in result["files"][0]["format"], result["files"]
@@ -138,7 +138,7 @@ def test_heart_disease_api_bad_keys(monkeypatch, tmp_path):
 
     log = home.logs / "api.log"
     assert " - heart_disease.auth - WARNING - auth_failure ip=" in log.read_text()
-    result, failed = run_module(monkeypatch, log_query.main, {"path": str(log), "mode": "auth", "top": 50,
-                                                               "format": "python_logging"})
+    args = {"path": str(log), "mode": "auth", "top": 50, "format": "python_logging"}
+    result, failed = run_module(monkeypatch, log_query.main, args)
     assert not failed, result
     check(result, {key_id(f"hdk_victim{n}") for n in range(6)}, key_id("hdk_admin"), key_id("hdk_dave"))

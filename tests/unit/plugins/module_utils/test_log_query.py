@@ -537,8 +537,9 @@ def test_auth_reads_both_runbook_systems_as_they_write(tmp_path):
                       event="auth_failure", user=f"u{i % 6}", ip="203.0.113.9") for i in range(12)]
     ml = [f"{(T0 + timedelta(seconds=13 * i)).strftime('%Y-%m-%d %H:%M:%S')},123 - heart_disease.auth - WARNING - "
           f"auth_failure ip=198.51.100.{i % 7 + 1} key=key-admin reason=invalid_api_key path=/predict" for i in range(14)]
-    for lines, account_key, ip_key, indicator in ((scheduler, "u0", "203.0.113.9", "same_ip_many_accounts"),
-                                                   (ml, "key-admin", "198.51.100.1", "distributed_ips_same_account")):
+    cases = ((scheduler, "u0", "203.0.113.9", "same_ip_many_accounts"),
+             (ml, "key-admin", "198.51.100.1", "distributed_ips_same_account"))
+    for lines, account_key, ip_key, indicator in cases:
         auth = run(write(tmp_path / "auth.log", lines), mode="auth")["auth"]
         assert {r["key"] for r in auth["by_account"]} >= {account_key}, auth["by_account"]
         assert "(missing)" not in {r["key"] for r in auth["by_account"] + auth["by_ip"]}
