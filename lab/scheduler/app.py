@@ -7,7 +7,7 @@ import random
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -17,30 +17,13 @@ from starlette.routing import Match
 
 from . import errors, metrics
 from . import api
+from .cache import make_cache
 from .config import Settings
 from .faults import ErrorBurst, FaultSwitch
 from .releases import ReleaseTracker
 from .repository import get_repository
 
-UNMEASURED = ("/metrics",)
-SCHEDULE_CACHE_TTL = 15.0  # seconds  # as the real instrumentator is configured: scrapes are not traffic
-
-
-class TTLCache:
-    def __init__(self, ttl: float):
-        self.ttl = ttl
-        self._items: dict = {}
-
-    def get(self, key):
-        hit = self._items.get(key)
-        if hit and time.monotonic() - hit[0] < self.ttl:
-            metrics.CACHE_HITS.inc()
-            return hit[1]
-        metrics.CACHE_MISSES.inc()
-        return None
-
-    def put(self, key, value) -> None:
-        self._items[key] = (time.monotonic(), value)
+UNMEASURED = ("/metrics",)  # as the real instrumentator is configured: scrapes are not traffic
 
 
 @dataclass
@@ -51,7 +34,7 @@ class Context:
     faults: FaultSwitch
     secret_key: str
     rng: random.Random
-    schedule_cache: TTLCache = field(default_factory=lambda: TTLCache(SCHEDULE_CACHE_TTL))
+    schedule_cache: object
     version: str = ""
     defect: ErrorBurst | None = None  # the current release's defect, parsed once per release
 
@@ -101,20 +84,23 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Residency Scheduler (lab stand-in)", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.ctx = ctx = Context(
         settings=settings,
-        repository=get_repository(settings.seed),
+        repository=get_repository(settings.seed, settings.database_url, settings.db_pool_size, settings.db_pool_max_overflow),
         releases=ReleaseTracker(settings.current_link),
         faults=FaultSwitch(settings.fault_file),
         secret_key=os.environ.get("SECRET_KEY", "lab-secret-key-not-for-production"),
         rng=random.Random(settings.seed or None),
+        schedule_cache=make_cache(settings.redis_url, settings.schedule_cache_ttl),
     )
     ctx.release()
     api.register(app)
 
     @app.get("/health")
-    async def health():
+    def health():
         release = ctx.release()
+        database = ctx.repository.ping()
         return {
-            "status": "healthy",
+            "status": "healthy" if database == "ok" else "degraded",
+            "database": database,
             "host": settings.host_id,
             "version": release.version,
             "release": release.as_dict(),
