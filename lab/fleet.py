@@ -48,6 +48,8 @@ REDIS_MAXMEMORY = "64mb"
 DB_POOL_SIZE = 5
 DB_POOL_OVERFLOW = 5
 SCHEDULE_CACHE_TTL = 30
+WORKER_CHECK_INTERVAL = 10  # seconds between ACGME checks (beat's schedule in the lab)
+MEMORY_BUDGET_MB = 384  # an app host's memory as node_memory_* report it (lab/scheduler/metrics.py)
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ FLEET = (
              python=True, describe="Residency Scheduler backend"),
     HostSpec("app2", ("app",), 2202, (Service("residency-scheduler-backend.service", "scheduler", 18002, "/health"),),
              python=True, describe="Residency Scheduler backend"),
-    HostSpec("worker1", ("worker",), 2203, (Service("residency-scheduler-celery-worker.service", "celery"),),
+    HostSpec("worker1", ("worker",), 2203, (Service("residency-scheduler-celery-worker.service", "celery", 18003, "/metrics"),),
              python=True, describe="Celery worker (stand-in)"),
     HostSpec("db1", ("db",), 2204, (Service("postgresql@15-main.service", "postgres", 15432),),
              describe=f"PostgreSQL {POSTGRES_VERSION}, database {DATABASE}"),
@@ -294,6 +296,7 @@ class Fleet:
             "DB_POOL_MAX_OVERFLOW": DB_POOL_OVERFLOW,
             "REDIS_URL": f"redis://127.0.0.1:{self.ports.redis}/0",
             "SCHEDULE_CACHE_TTL": SCHEDULE_CACHE_TTL,
+            "LAB_MEMORY_BUDGET_MB": MEMORY_BUDGET_MB,
             "PYTHONPATH": LAB_DIR,
             "PYTHONUNBUFFERED": 1,
         }
@@ -312,7 +315,8 @@ class Fleet:
 
     def _prepare_worker(self, spec: HostSpec, disk: Disk) -> None:
         self.log_dir(spec.name).mkdir(parents=True, exist_ok=True)
-        env = {**self._scheduler_env(spec.name), "LOG_FILE": f"{SCHEDULER_LOG_DIR}/celery-worker.log"}
+        env = {**self._scheduler_env(spec.name), "LOG_FILE": f"{SCHEDULER_LOG_DIR}/celery-worker.log",
+               "WORKER_METRICS_PORT": self.ports.service(spec.name, "celery"), "WORKER_CHECK_INTERVAL": WORKER_CHECK_INTERVAL}
         disk.write("/etc/default/residency-scheduler-celery-worker", _env_file(env), mode=0o600)
         disk.install_unit("residency-scheduler-celery-worker.service", self._python_unit(
             "Residency Scheduler Celery worker (lab stand-in)", "scheduler.worker",
@@ -375,6 +379,8 @@ class Fleet:
             "alerting": {"alertmanagers": [{"static_configs": [{"targets": [self.ports.alertmanager]}]}]},
             "scrape_configs": [
                 job("residency-scheduler-backend", self.ports.app_addresses(), "residency-scheduler-backend"),
+                job("residency-scheduler-celery-worker", {"worker1": self.ports.address("worker1", "celery")},
+                    "residency-scheduler-celery-worker"),
                 job("heart-disease-api", {"ml1": self.ports.address("ml1", "ml_api")}, "heart-disease-api"),
                 job("heart-disease-worker", {"ml1": self.ports.address("ml1", "ml_worker")}, "heart-disease-worker"),
                 job("prometheus", {"mon1": self.ports.prometheus}, "prometheus"),

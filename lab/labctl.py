@@ -673,19 +673,301 @@ def _error_burst_settings(args: argparse.Namespace) -> dict:
     return {"rate": args.rate, "kind": args.kind, "endpoints": args.endpoints}
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not 0 < value <= 100000:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class FaultSpec:
+    """A fault switch. ``how`` says what `on` does:
+
+    file      the app hosts' fault file gets ``settings(args)`` (the backends act on it, no restart);
+    process   a generator (lab/faultgen.py) runs on the machine until `off`;
+    action    ``on(layout, args)`` / ``off(layout, args)`` do it (database edits, units, the ML system).
+    """
+
     name: str
-    service_kind: str  # whose fault file it goes to
+    how: str
     help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    settings: Callable[[argparse.Namespace], dict]
+    alerts: tuple[str, ...]
+    add_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    settings: Callable[[argparse.Namespace], dict] = lambda args: {}
+    on: Callable | None = None
+    off: Callable | None = None
+    hosts_option: bool = True
+
+
+def _opt(*names, _each: list[dict] | None = None, **kwargs) -> Callable[[argparse.ArgumentParser], None]:
+    """Options of a fault's parser: one name with ``kwargs``, or several names with ``_each`` (a dict each)."""
+    each = _each if _each is not None else [kwargs] * len(names)
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        for name, options in zip(names, each):
+            parser.add_argument(name, **options)
+    return add
+
+
+def _fault_process(layout: Layout, name: str, argv: list[str], env: dict | None = None) -> str:
+    state = load_state(layout) or {}
+    if any(r.name == f"fault:{name}" and r.alive() for r in recorded(state)):
+        return "already on"
+    running, _proc = start_process(f"fault:{name}", "fault", [str(venv_python()), str(LAB_DIR / "faultgen.py"), *argv], env or {},
+                                   layout.root / "faults" / f"{name}.out", "")
+    state.setdefault("services", []).append(asdict(running))
+    save_state(layout, state)
+    return f"generator pid {running.pid}"
+
+
+def _stop_fault_process(layout: Layout, name: str) -> str:
+    state = load_state(layout) or {}
+    outcome = "not running"
+    kept = []
+    for running in recorded(state):
+        if running.name == f"fault:{name}":
+            outcome = stop_process(running)
+        else:
+            kept.append(asdict(running))
+    state["services"] = kept
+    save_state(layout, state)
+    return outcome
+
+
+def _app_targets(layout: Layout) -> str:
+    return ",".join(f"http://{address}" for address in layout.app_addresses().values())
+
+
+def _secrets(layout: Layout) -> dict:
+    return json.loads((layout.root / "secrets.json").read_text(encoding="utf-8"))
+
+
+def _dsn(layout: Layout) -> str:
+    return layout.fleet(_secrets(layout)).database_url()
+
+
+def _process_on(mode_args: Callable[[Layout, argparse.Namespace], list[str]], database: bool = False):
+    def on(layout: Layout, args) -> str:
+        env = {"FAULTGEN_DSN": _dsn(layout)} if database else {}
+        return _fault_process(layout, args.fault_name, mode_args(layout, args), env)
+    return on
+
+
+def _process_off(layout: Layout, args) -> str:
+    return _stop_fault_process(layout, args.fault_name)
+
+
+def _psql(layout: Layout, sql_text: str) -> str:
+    """Run SQL in db1 as postgres (the lab's own admin path)."""
+    result = hosts.run("db1", f"runuser -u postgres -- psql -q -X -At -v ON_ERROR_STOP=1 -p {layout.ports.postgres} -d {fleet.DATABASE} -f -",
+                       input=sql_text, check=False, timeout=60)
+    if result.returncode != 0:
+        raise LabError(f"SQL in db1 failed: {result.stderr.strip()[-400:]}")
+    return result.stdout
+
+
+def _unit(host: str, command: str) -> None:
+    result = hosts.run(host, command, check=False, timeout=60)
+    if result.returncode != 0:
+        raise LabError(f"{host}: `{command}` failed: {(result.stderr or result.stdout).strip()[-300:]}")
+
+
+def _crash_on(layout: Layout, args) -> str:
+    targets = _selected_hosts(layout, args.hosts)
+    for host in targets:
+        faults = read_faults(layout, host)
+        faults["crash_on_start"] = {"reason": "broken deployment"}
+        write_json_atomic(layout.fault_file(host), faults)
+        # the running process dies (as a crash would); systemd's restarts then fail at startup until the unit gives up
+        hosts.run(host, "systemctl kill --signal=SIGKILL residency-scheduler-backend.service", check=False, timeout=30)
+    return f"residency-scheduler-backend crashed on {', '.join(targets)} (restarts fail until off)"
+
+
+def _crash_off(layout: Layout, args) -> str:
+    targets = _selected_hosts(layout, args.hosts)
+    for host in targets:
+        faults = read_faults(layout, host)
+        faults.pop("crash_on_start", None)
+        write_json_atomic(layout.fault_file(host), faults)
+        _unit(host, "systemctl reset-failed residency-scheduler-backend.service; systemctl restart residency-scheduler-backend.service")
+    _wait_for_health(layout, targets, lambda h: h.get("status") == "healthy", "healthy after restart", timeout=20)
+    return f"residency-scheduler-backend running again on {', '.join(targets)}"
+
+
+def _cache_flush_on(layout: Layout, args) -> str:
+    targets = _selected_hosts(layout, args.hosts)
+    for host in targets:
+        faults = read_faults(layout, host)
+        faults["cache_ttl"] = {"ttl": args.ttl}
+        write_json_atomic(layout.fault_file(host), faults)
+    _wait_for_health(layout, targets, lambda h: "cache_ttl" in h.get("faults", {}), "fault cache_ttl on")
+    flushed = hosts.run("cache1", f"redis-cli -p {layout.ports.redis} FLUSHALL", check=False, timeout=30).stdout.strip()
+    return f"Redis FLUSHALL: {flushed}; schedule cache TTL {args.ttl}s on {', '.join(targets)}"
+
+
+def _cache_flush_off(layout: Layout, args) -> str:
+    targets = _selected_hosts(layout, args.hosts)
+    for host in targets:
+        faults = read_faults(layout, host)
+        faults.pop("cache_ttl", None)
+        write_json_atomic(layout.fault_file(host), faults)
+    return f"schedule cache TTL back to {fleet.SCHEDULE_CACHE_TTL}s on {', '.join(targets)}"
+
+
+def _large_export_on(layout: Layout, args) -> str:
+    healthy = [a for a in layout.app_addresses().values() if (try_json(f"http://{a}/health") or {}).get("status") == "healthy"]
+    if not healthy:
+        raise LabError("no healthy backend to export from")
+    address = healthy[0]
+    login = urllib.request.Request(f"http://{address}/api/v1/auth/login", method="POST", headers={"content-type": "application/json"},
+                                   data=json.dumps({"username": args.user, "password": "lab-password"}).encode())
+    with _OPENER.open(login, timeout=10) as response:
+        token = json.loads(response.read())["access_token"]
+    # a first small export, then the large one once Prometheus has scraped the user's counter (a series
+    # that first appears at 5000 shows no increase())
+    for limit, pause in ((1, 7.0), (args.records, 0.0)):
+        export = urllib.request.Request(f"http://{address}/api/v1/export?limit={limit}", headers={"authorization": f"Bearer {token}"})
+        with _OPENER.open(export, timeout=60) as response:
+            count = json.loads(response.read())["count"]
+        time.sleep(pause)
+    return f"{args.user} exported {count} records from {address}"
+
+
+def _large_export_off(_layout: Layout, _args) -> str:
+    return "nothing to undo (the export happened); the alert clears when the window passes"
+
+
+ACGME_STATE = "acgme_fault.json"
+
+
+def _acgme_on(layout: Layout, _args) -> str:
+    """A schedule edit: the supervising faculty of one future weekday block are taken off it, leaving every
+    PGY-1 resident on that block unsupervised (one pgy1_supervision violation each). The removed rows are kept."""
+    path = layout.root / ACGME_STATE
+    if path.exists():
+        return "already on: " + path.read_text(encoding="utf-8")
+    rows = _psql(layout, """
+WITH target AS (
+  SELECT b.id FROM blocks b
+  WHERE b.date > current_date + 1 AND NOT b.is_weekend AND b.time_of_day = 'AM'
+    AND EXISTS (SELECT 1 FROM assignments a JOIN people p ON p.id = a.person_id WHERE a.block_id = b.id AND p.pgy_level = 1)
+  ORDER BY b.date LIMIT 1)
+DELETE FROM assignments a USING target, people f
+WHERE a.block_id = target.id AND f.id = a.person_id AND f.type = 'faculty' AND a.role = 'supervising'
+RETURNING json_build_object('id', a.id, 'block_id', a.block_id, 'person_id', a.person_id,
+  'rotation_template_id', a.rotation_template_id, 'role', a.role, 'created_by', a.created_by, 'created_at', a.created_at);
+""")
+    removed = [json.loads(line) for line in rows.splitlines() if line.strip().startswith("{")]
+    if not removed:
+        raise LabError("no future weekday block with PGY-1 residents and supervising faculty found")
+    block = removed[0]["block_id"]
+    interns = _psql(layout, f"SELECT a.person_id FROM assignments a JOIN people p ON p.id = a.person_id "
+                            f"WHERE a.block_id = {int(block)} AND p.pgy_level = 1 ORDER BY 1;")
+    planted = {"block_id": block, "removed": removed,
+               "violations": [{"rule": "pgy1_supervision", "person_id": int(x)} for x in interns.split()]}
+    write_json_atomic(path, planted)
+    return json.dumps({"block_id": block, "violations": planted["violations"]})
+
+
+def _acgme_off(layout: Layout, _args) -> str:
+    path = layout.root / ACGME_STATE
+    if not path.exists():
+        return "not on"
+    planted = json.loads(path.read_text(encoding="utf-8"))
+    values = ",\n".join(
+        f"({int(r['id'])}, {int(r['block_id'])}, {int(r['person_id'])}, {int(r['rotation_template_id']) if r['rotation_template_id'] is not None else 'NULL'}, "
+        f"'{r['role']}', '{str(r['created_by']).replace(chr(39), chr(39) * 2)}', '{r['created_at']}')" for r in planted["removed"])
+    _psql(layout, "INSERT INTO assignments (id, block_id, person_id, rotation_template_id, role, created_by, created_at) VALUES\n"
+                  f"{values} ON CONFLICT DO NOTHING;")
+    path.unlink()
+    return f"restored {len(planted['removed'])} supervising assignment(s) of block {planted['block_id']}"
+
+
+def _ml(action: str):
+    """A Heart Disease fault (lab/heart_disease/faults.py), run inside ml1 where the units run."""
+    def run(layout: Layout, args) -> str:
+        name = ML_FAULTS[args.fault_name]
+        python = REPO / ".venv" / "bin" / "python"
+        extra = " --full" if action == "off" else ""
+        result = hosts.run("ml1", f"cd {REPO} && {python} -m lab.heart_disease.faults {name} {action} --home {fleet.HEART_DISEASE_HOME}{extra}",
+                           check=False, timeout=120)
+        if result.returncode != 0:
+            raise LabError(f"ml1: heart_disease fault {name} {action} failed: {(result.stderr or result.stdout).strip()[-500:]}")
+        if action == "off" and name in ("crash_api",):
+            _unit("ml1", "systemctl reset-failed heart-disease-api.service; systemctl restart heart-disease-api.service")
+        try:
+            entry = json.loads(result.stdout)
+        except ValueError:
+            return result.stdout.strip()[-300:]
+        keep = {k: v for k, v in entry.items() if k in ("version", "previous_version", "mode", "key_id", "source_network", "restored",
+                                                          "rotated", "api_reloaded", "burst_scored", "shifts", "on")} if isinstance(entry, dict) else entry
+        return json.dumps(keep, separators=(",", ":"))[:300]
+    return run
+
+
+ML_FAULTS = {"ml_crash": "crash_api", "bad_model": "bad_model", "corrupt_model": "corrupt_model", "drift": "drift",
+             "leaked_credential": "leaked_credential", "ml_latency": "latency"}
+
+
+def _file_fault(name: str, help_text: str, alerts: tuple[str, ...], add_arguments=lambda parser: None, settings=lambda args: {}) -> FaultSpec:
+    return FaultSpec(name, "file", help_text, alerts, add_arguments, settings)
 
 
 FAULTS = {
     spec.name: spec for spec in (
-        FaultSpec("error_burst", "scheduler", "a share of API requests fail with 5xx and an ERROR log record (HighErrorRate)",
+        FaultSpec("error_burst", "file", "a share of API requests fail with 5xx and an ERROR log record", ("HighErrorRate",),
                   _add_error_burst_options, _error_burst_settings),
+        _file_fault("slow_responses", "API requests wait DELAY seconds first", ("SlowResponseTime", "HighLatencyP95"),
+                    _opt("--delay", type=_positive, default=2.5, help="seconds (default 2.5)"), lambda args: {"delay": args.delay}),
+        _file_fault("pool_leak", "connections are checked out of the backend's pool and never returned, up to exhaustion",
+                    ("DatabaseConnectionPoolExhaustion",)),
+        _file_fault("cpu_burn", "a thread of the backend spins", ("HighCPUUsage",),
+                    _opt("--duty", type=_rate, default=1.0, help="share of time spinning (default 1)"), lambda args: {"duty": args.duty}),
+        _file_fault("memory_leak", "the backend allocates and keeps memory until its host's budget is nearly gone", ("LowMemory",),
+                    _opt("--limit-mb", type=int, default=360, help="stop leaking at this many MB (default 360 of 384)"),
+                    lambda args: {"limit_mb": args.limit_mb}),
+        FaultSpec("cache_flush", "action", "Redis FLUSHALL and schedule cache entries that live TTL seconds", ("LowCacheHitRate",),
+                  _opt("--ttl", type=int, default=1, help="seconds (default 1)"), on=_cache_flush_on, off=_cache_flush_off),
+        FaultSpec("service_crash", "action", "the backend is killed and fails at every restart (failed unit)",
+                  ("ServiceDown",), on=_crash_on, off=_crash_off),
+        FaultSpec("auth_spray", "process", "failed logins: one IP trying many accounts (--mode accounts) or one account from many IPs (--mode ips)",
+                  ("FailedAuthenticationSpike", "SuspiciousActivityDetected"),
+                  _opt("--mode", "--rate", _each=[{"choices": ("accounts", "ips"), "default": "accounts"},
+                                                   {"type": _positive, "default": 5.0, "help": "attempts per second (default 5)"}]),
+                  on=_process_on(lambda layout, args: ["auth_spray", "--targets", _app_targets(layout), "--mode", args.mode,
+                                                       "--rate", str(args.rate)]), off=_process_off, hosts_option=False),
+        FaultSpec("suspicious_activity", "process", "requests with injection and path traversal patterns", ("SuspiciousActivityDetected",),
+                  on=_process_on(lambda layout, args: ["probes", "--targets", _app_targets(layout)]), off=_process_off, hosts_option=False),
+        FaultSpec("large_export", "action", "one user exports RECORDS schedule records at once", ("LargeDataExport",),
+                  _opt("--records", "--user", _each=[{"type": int, "default": 5000}, {"default": "avery.mensah@residency.lab"}]),
+                  on=_large_export_on, off=_large_export_off, hosts_option=False),
+        FaultSpec("acgme_violation", "action", "a schedule edit takes the supervising faculty off a block PGY-1 residents work",
+                  ("ACGMEViolationDetected",), on=_acgme_on, off=_acgme_off, hosts_option=False),
+        FaultSpec("pg_connections", "process", "idle sessions opened until PostgreSQL refuses more (max_connections)",
+                  ("PostgreSQLHighConnections",),
+                  on=_process_on(lambda layout, args: ["pg", "--mode", "connections", "--count", "100"], database=True),
+                  off=_process_off, hosts_option=False),
+        FaultSpec("pg_long_queries", "process", "long-running queries (a runaway report)", ("PostgreSQLLongRunningQueries",),
+                  on=_process_on(lambda layout, args: ["pg", "--mode", "long_queries", "--count", "3"], database=True),
+                  off=_process_off, hosts_option=False),
+        FaultSpec("pg_idle_in_transaction", "process", "transactions that took row locks and sit idle", ("PostgreSQLIdleInTransaction",),
+                  on=_process_on(lambda layout, args: ["pg", "--mode", "idle_in_transaction", "--count", "3"], database=True),
+                  off=_process_off, hosts_option=False),
+        FaultSpec("ml_crash", "action", "heart-disease-api is killed (failed unit)", ("ServiceDown",), on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("bad_model", "action", "a model trained on shuffled labels is deployed", ("ModelQualityBelowFloor",),
+                  on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("corrupt_model", "action", "the live model file's bytes are damaged; the API cannot load it", ("ModelLoadFailure",),
+                  on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("drift", "action", "prediction inputs drift away from the training data", ("FeatureDrift",),
+                  on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("leaked_credential", "action", "a partner API key leaks and is used from an unknown network, with guessing",
+                  ("HeartDiseaseAuthFailureSpike",), on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("ml_latency", "action", "/predict answers slowly", ("HeartDiseaseSlowPredictions",), on=_ml("on"), off=_ml("off"),
+                  hosts_option=False),
     )
 }
 
@@ -769,7 +1051,11 @@ def cmd_fault(layout: Layout, args) -> int:
             print("no faults active")
         return 0
     spec = FAULTS[args.fault_name]
-    targets = _selected_hosts(layout, args.hosts)
+    if spec.how != "file":
+        outcome = (spec.on if args.action == "on" else spec.off)(layout, args)
+        print(f"fault {spec.name} {args.action}: {outcome}")
+        return 0
+    targets = _selected_hosts(layout, getattr(args, "hosts", None))
     settings = spec.settings(args) if args.action == "on" else None
     for host in targets:
         faults = read_faults(layout, host)
@@ -853,9 +1139,10 @@ def build_parser() -> argparse.ArgumentParser:
     fault_names = fault.add_subparsers(dest="fault_name", metavar="FAULT")
     fault_names.add_parser("list", help="active faults per host")
     for spec in FAULTS.values():
-        one = fault_names.add_parser(spec.name, help=spec.help)
+        one = fault_names.add_parser(spec.name, help=f"{spec.help} (alerts: {', '.join(spec.alerts)})")
         one.add_argument("action", choices=("on", "off"))
-        one.add_argument("--hosts", help="comma-separated hosts (default all)")
+        if spec.hosts_option:
+            one.add_argument("--hosts", help="comma-separated app hosts (default all)")
         spec.add_arguments(one)
 
     deploy = commands.add_parser("deploy", help="deploy a new release (optionally defective) and switch to it")

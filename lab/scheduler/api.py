@@ -137,8 +137,13 @@ def login(body: LoginRequest, request: Request):
     locked = user is not None and (not user.get("is_active", True) or user.get("is_locked", False))
     if user is None or locked or password_hash(body.password, user["password_salt"]) != user["password_hash"]:
         metrics.AUTH_FAILURES.inc()
-        client = request.client.host if request.client else "unknown"
+        from .app import client_ip  # pylint: disable=import-outside-toplevel
+        client = client_ip(request)
         logger.bind(event="auth_failure", user=body.username, ip=client).warning("auth_failure user={} ip={}", body.username, client)
+        for reason in ctx.auth_watch.failed(body.username, client) if ctx.auth_watch else ():
+            metrics.SUSPICIOUS.labels(reason=reason).inc()
+            logger.bind(event="suspicious_activity", ip=client, user=body.username, reason=reason).warning(
+                "suspicious_activity reason={} user={} ip={}", reason, body.username, client)
         raise HTTPException(status_code=401, detail="Incorrect username or password")
     token = security.create_access_token(str(user["id"]), ctx.secret_key)
     return {"access_token": token, "token_type": "bearer", "user": serialize(Person, [user])[0]}
@@ -180,8 +185,8 @@ def schedules(request: Request, start: Optional[date] = None, days: int = 7):
 
 
 @_route("GET", "/export")
-def export(request: Request):
+def export(request: Request, limit: int = Query(25, ge=1, le=100000), skip: int = Query(0, ge=0)):
     user = current_user(request)
-    records = serialize(Assignment, request.app.state.ctx.repository.assignments())
+    records = serialize(Assignment, request.app.state.ctx.repository.assignments(limit=limit, offset=skip))
     metrics.EXPORT_RECORDS.labels(user_id=user["user_id"]).inc(len(records))
     return {"format": "json", "count": len(records), "records": records}

@@ -30,7 +30,7 @@ LAB = REPO / "lab" / "lab"
 VENV_BIN = REPO / ".venv" / "bin"
 # every port the fleet listens on, before the offset: sshd of the 7 hosts, then the services
 SSH_PORTS = {"app1": 2201, "app2": 2202, "worker1": 2203, "db1": 2204, "cache1": 2205, "ml1": 2206, "mon1": 2207}
-BASE_PORTS = (*SSH_PORTS.values(), 18001, 18002, 15432, 16379, 18101, 18102, 19090, 19093, 19094)
+BASE_PORTS = (*SSH_PORTS.values(), 18001, 18002, 18003, 15432, 16379, 18101, 18102, 19090, 19093, 19094)
 LAB_USER = {"username": "avery.mensah@residency.lab", "password": "lab-password"}
 HTTP = requests.Session()
 HTTP.trust_env = False  # the lab is on loopback: never through a proxy from the environment
