@@ -899,6 +899,12 @@ def _ml(action: str):
             raise LabError(f"ml1: heart_disease fault {name} {action} failed: {(result.stderr or result.stdout).strip()[-500:]}")
         if action == "off" and name in ("crash_api",):
             _unit("ml1", "systemctl reset-failed heart-disease-api.service; systemctl restart heart-disease-api.service")
+            url = f"http://{layout.ports.address('ml1', 'ml_api')}/health"
+            deadline = time.monotonic() + 30
+            while not _http_ok(url):
+                if time.monotonic() > deadline:
+                    raise LabError(f"ml1: heart-disease-api not healthy at {url} 30s after its restart")
+                time.sleep(0.3)
         try:
             entry = json.loads(result.stdout)
         except ValueError:
@@ -925,13 +931,15 @@ FAULTS = {
                     _opt("--delay", type=_positive, default=2.5, help="seconds (default 2.5)"), lambda args: {"delay": args.delay}),
         _file_fault("pool_leak", "connections are checked out of the backend's pool and never returned, up to exhaustion",
                     ("DatabaseConnectionPoolExhaustion",)),
-        _file_fault("cpu_burn", "a thread of the backend spins", ("HighCPUUsage",),
-                    _opt("--duty", type=_rate, default=1.0, help="share of time spinning (default 1)"), lambda args: {"duty": args.duty}),
+        _file_fault("cpu_burn", "threads of the backend hash in a loop", ("HighCPUUsage",),
+                    _opt("--duty", "--threads", _each=[{"type": _rate, "default": 1.0, "help": "share of time busy (default 1)"},
+                                                       {"type": int, "choices": (1, 2, 3, 4), "default": 2, "help": "threads (default 2)"}]),
+                    lambda args: {"duty": args.duty, "threads": args.threads}),
         _file_fault("memory_leak", "the backend allocates and keeps memory until its host's budget is nearly gone", ("LowMemory",),
                     _opt("--limit-mb", type=int, default=360, help="stop leaking at this many MB (default 360 of 384)"),
                     lambda args: {"limit_mb": args.limit_mb}),
         FaultSpec("cache_flush", "action", "Redis FLUSHALL and schedule cache entries that live TTL seconds", ("LowCacheHitRate",),
-                  _opt("--ttl", type=int, default=1, help="seconds (default 1)"), on=_cache_flush_on, off=_cache_flush_off),
+                  _opt("--ttl", type=_positive, default=0.05, help="seconds (default 0.05)"), on=_cache_flush_on, off=_cache_flush_off),
         FaultSpec("service_crash", "action", "the backend is killed and fails at every restart (failed unit)",
                   ("ServiceDown",), on=_crash_on, off=_crash_off),
         FaultSpec("auth_spray", "process", "failed logins: one IP trying many accounts (--mode accounts) or one account from many IPs (--mode ips)",

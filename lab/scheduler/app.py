@@ -100,13 +100,14 @@ class Actors:
         for name in ("pool_leak", "cpu_burn", "memory_leak"):
             if name in active and name not in self.running:
                 stop = self.running[name] = threading.Event()
-                threading.Thread(target=getattr(self, name), args=(active[name], stop), name=name, daemon=True).start()
+                for _thread in range(active[name].get("threads", 1) if name == "cpu_burn" else 1):
+                    threading.Thread(target=getattr(self, name), args=(active[name], stop), name=name, daemon=True).start()
                 logger.warning("Fault {} started: {}", name, active[name].describe())
             elif name not in active and name in self.running:
                 self.running.pop(name).set()
                 logger.info("Fault {} stopped", name)
         if hasattr(self.ctx.schedule_cache, "ttl"):
-            ttl = active["cache_ttl"].get("ttl", 1) if "cache_ttl" in active else self.default_ttl
+            ttl = active["cache_ttl"].get("ttl", 0.05) if "cache_ttl" in active else self.default_ttl
             self.ctx.schedule_cache.ttl = ttl
 
     def pool_leak(self, effect, stop: threading.Event) -> None:

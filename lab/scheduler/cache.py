@@ -38,14 +38,14 @@ class LocalCache:
 
 
 class RedisCache:
-    """JSON values under ``residency-scheduler:<key>`` with a TTL (SETEX)."""
+    """JSON values under ``residency-scheduler:<key>`` with a TTL in seconds (PSETEX, so a fault can make it tiny)."""
 
     PREFIX = "residency-scheduler:"
 
     def __init__(self, url: str, ttl: float):
         if redis is None:
             raise RuntimeError("the redis package is not installed: pip install -r requirements/lab.txt")
-        self.ttl = max(1, int(ttl))
+        self.ttl = max(0.001, float(ttl))
         self.client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
         self._warned_at = 0.0
 
@@ -68,7 +68,7 @@ class RedisCache:
 
     def put(self, key: str, value) -> None:
         try:
-            self.client.setex(self.PREFIX + key, self.ttl, json.dumps(value, default=str))
+            self.client.psetex(self.PREFIX + key, max(1, int(self.ttl * 1000)), json.dumps(value, default=str))
         except redis.RedisError as exc:
             self._unavailable(exc)
 
