@@ -933,7 +933,7 @@ FAULTS = {
                     ("DatabaseConnectionPoolExhaustion",)),
         _file_fault("cpu_burn", "threads of the backend hash in a loop", ("HighCPUUsage",),
                     _opt("--duty", "--threads", _each=[{"type": _rate, "default": 1.0, "help": "share of time busy (default 1)"},
-                                                       {"type": int, "choices": (1, 2, 3, 4), "default": 2, "help": "threads (default 2)"}]),
+                                                       {"type": int, "choices": range(1, 9), "default": 2, "help": "threads, 1-8 (default 2)"}]),
                     lambda args: {"duty": args.duty, "threads": args.threads}),
         _file_fault("memory_leak", "the backend allocates and keeps memory until its host's budget is nearly gone", ("LowMemory",),
                     _opt("--limit-mb", type=int, default=360, help="stop leaking at this many MB (default 360 of 384)"),
