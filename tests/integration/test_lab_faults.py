@@ -113,6 +113,14 @@ def test_each_fault_fires_its_alert(lab, group):
                 time.sleep(2)
         assert not left, f"not firing within {FIRING_TIMEOUT:.0f}s: {left}"
         if "acgme_violation" in outputs:
+            # Alertmanager routes it to the compliance receiver and, being critical, pages too
+            def routed():
+                notes = HTTP.get(f"{lab.webhook}/notifications", timeout=5).json()
+                return {n["receiver"] for n in notes if any(a["labels"].get("alertname") == "ACGMEViolationDetected" for a in n["alerts"])}
+            deadline = time.monotonic() + 30
+            while not {"compliance-alerts", "critical-alerts"} <= routed() and time.monotonic() < deadline:
+                time.sleep(2)
+            assert {"compliance-alerts", "critical-alerts"} <= routed()
             planted = json.loads(outputs["acgme_violation"].split(": ", 1)[1])["violations"]
             found = acgme_check(lab)["violations"]
             assert sorted((v["rule"], int(v["person_id"])) for v in found) == sorted((p["rule"], p["person_id"]) for p in planted)
