@@ -395,19 +395,19 @@ class Fleet:
         def receiver(name: str) -> dict:
             return {"name": name, "webhook_configs": [{"url": f"http://{self.ports.webhook}/alerts/{name}", "send_resolved": True}]}
 
+        # by concern first (and on), then critical ones also page: as the real routing tree
+        routes = [
+            {"matchers": ['alertname=~"ACGME.*|RepeatedACGMEViolations"'], "receiver": "compliance-alerts", "continue": True},
+            {"matchers": ['alertname=~"WorkHourThresholdApproaching"'], "receiver": "scheduling-alerts", "continue": True},
+            {"matchers": ['alertname=~"DatabaseConnectionPoolExhaustion|SlowDatabaseQueries|PostgreSQL.*"'],
+             "receiver": "database-alerts", "continue": True},
+            {"matchers": ['alertname=~"HighCPUUsage|LowMemory|ServiceDown|LowCacheHitRate"'],
+             "receiver": "infrastructure-alerts", "continue": True},
+            {"matchers": ['severity="critical"'], "receiver": "critical-alerts"},
+        ]
         return {
             "route": {"receiver": "warning-alerts", "group_by": ["alertname", "severity", "service"],
-                      "group_wait": "5s", "group_interval": "10s", "repeat_interval": "1h",
-                      # by concern first (and on), then critical ones also page: as the real routing tree
-                      "routes": [
-                          {"matchers": ['alertname=~"ACGME.*|RepeatedACGMEViolations"'], "receiver": "compliance-alerts", "continue": True},
-                          {"matchers": ['alertname=~"WorkHourThresholdApproaching"'], "receiver": "scheduling-alerts", "continue": True},
-                          {"matchers": ['alertname=~"DatabaseConnectionPoolExhaustion|SlowDatabaseQueries|PostgreSQL.*"'],
-                           "receiver": "database-alerts", "continue": True},
-                          {"matchers": ['alertname=~"HighCPUUsage|LowMemory|ServiceDown|LowCacheHitRate"'],
-                           "receiver": "infrastructure-alerts", "continue": True},
-                          {"matchers": ['severity="critical"'], "receiver": "critical-alerts"},
-                      ]},
+                      "group_wait": "5s", "group_interval": "10s", "repeat_interval": "1h", "routes": routes},
             "receivers": [receiver(name) for name in receivers],
         }
 

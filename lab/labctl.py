@@ -280,7 +280,6 @@ def list_releases(releases_dir: Path) -> list[dict]:
     return sorted(releases, key=lambda r: (r.get("deployed_at") or "", r["version"]))
 
 
-
 # --------------------------------------------------------------------------- the fleet
 
 
@@ -909,8 +908,9 @@ def _ml(action: str):
             entry = json.loads(result.stdout)
         except ValueError:
             return result.stdout.strip()[-300:]
-        keep = {k: v for k, v in entry.items() if k in ("version", "previous_version", "mode", "key_id", "source_network", "restored",
-                                                          "rotated", "api_reloaded", "burst_scored", "shifts", "on")} if isinstance(entry, dict) else entry
+        wanted = ("version", "previous_version", "mode", "key_id", "source_network", "restored", "rotated", "api_reloaded", "burst_scored",
+                  "shifts", "on")
+        keep = {k: v for k, v in entry.items() if k in wanted} if isinstance(entry, dict) else entry
         return json.dumps(keep, separators=(",", ":"))[:300]
     return run
 
@@ -945,7 +945,7 @@ FAULTS = {
         FaultSpec("auth_spray", "process", "failed logins: one IP trying many accounts (--mode accounts) or one account from many IPs (--mode ips)",
                   ("FailedAuthenticationSpike", "SuspiciousActivityDetected"),
                   _opt("--mode", "--rate", _each=[{"choices": ("accounts", "ips"), "default": "accounts"},
-                                                   {"type": _positive, "default": 5.0, "help": "attempts per second (default 5)"}]),
+                                                  {"type": _positive, "default": 5.0, "help": "attempts per second (default 5)"}]),
                   on=_process_on(lambda layout, args: ["auth_spray", "--targets", _app_targets(layout), "--mode", args.mode,
                                                        "--rate", str(args.rate)]), off=_process_off, hosts_option=False),
         FaultSpec("suspicious_activity", "process", "requests with injection and path traversal patterns", ("SuspiciousActivityDetected",),
@@ -1010,6 +1010,7 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
+
 
 LAB_ENTRIES = {MARKER, STATE_FILE, "hosts", "ssh", ".ssh.lock", "secrets.json", "traffic", "prometheus", "faults", ACGME_STATE}
 

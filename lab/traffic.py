@@ -122,7 +122,7 @@ class Traffic:
         """``clients`` concurrent clients share the rate, so one slow backend does not starve the others."""
         started = time.monotonic()
         threads = [threading.Thread(target=self.client, args=(started, duration, self.interval * clients), daemon=True)
-                   for _ in range(clients)]
+                   for _client in range(clients)]
         for thread in threads:
             thread.start()
         while not self.stop.wait(report_every):

@@ -67,8 +67,9 @@ class AuthWatch:
                 if acc == account:
                     addresses.add(addr)
             reasons = []
-            for reason, key, count, limit in (("password_spray", ("ip", address), len(accounts), SPRAY_ACCOUNTS),
-                                               ("credential_stuffing", ("account", account), len(addresses), STUFFING_ADDRESSES)):
+            checks = (("password_spray", ("ip", address), len(accounts), SPRAY_ACCOUNTS),
+                      ("credential_stuffing", ("account", account), len(addresses), STUFFING_ADDRESSES))
+            for reason, key, count, limit in checks:
                 if count >= limit and now - self.flagged.get(key, -1e9) > 10:
                     self.flagged[key] = now
                     reasons.append(reason)

@@ -21,6 +21,8 @@ EXPORT_RECORDS = Counter("data_export_records_total", "Records exported, by user
 def set_release(version: str) -> None:
     APP_INFO.clear()
     APP_INFO.labels(version=version).set(1)
+
+
 SUSPICIOUS = Counter("suspicious_activity_total", "Requests or login patterns flagged as suspicious, by reason.", ["reason"])
 for _reason in ("injection_probe", "password_spray", "credential_stuffing"):
     SUSPICIOUS.labels(reason=_reason)  # exported at 0 from the start, so increase() sees the first one

@@ -280,6 +280,7 @@ def test_pool_and_cache_metrics_are_real(lab):
     assert metrics["db_connections_max"].samples[0].value == 10  # pool 5 + overflow 5
     assert 0 <= metrics["db_connections_active"].samples[0].value <= 10
     assert wait_for(lambda: families()["cache_hits"].samples[0].value > 0, 30, what="cache hits") > 0
+
     # the apps share the Redis cache: a window one app cached is a hit for the other, so count misses over both
     def misses():
         return sum(f.samples[0].value for app in lab.apps.values()
