@@ -886,6 +886,46 @@ def _acgme_off(layout: Layout, _args) -> str:
     return f"restored {len(planted['removed'])} supervising assignment(s) of block {planted['block_id']}"
 
 
+HOURS_STATE = "work_hours_fault.json"
+
+
+def _work_hours_on(layout: Layout, _args) -> str:
+    """Schedule edit: a PGY-2 resident without weekend duty this week also works Saturday and Sunday (4 more
+    half-day blocks, 24 h): 84 h this week, within the four-week average and every other ACGME rule."""
+    path = layout.root / HOURS_STATE
+    if path.exists():
+        return "already on: " + path.read_text(encoding="utf-8")
+    rows = _psql(layout, """
+WITH week AS (SELECT date_trunc('week', current_date)::date AS monday),
+person AS (
+  SELECT p.id FROM people p, week WHERE p.type = 'resident' AND p.pgy_level = 2 AND NOT EXISTS (
+    SELECT 1 FROM assignments a JOIN blocks b ON b.id = a.block_id
+    WHERE a.person_id = p.id AND b.date BETWEEN week.monday + 5 AND week.monday + 6)
+  ORDER BY p.id LIMIT 1),
+rotation AS (SELECT a.rotation_template_id FROM assignments a JOIN person ON a.person_id = person.id ORDER BY a.id LIMIT 1)
+INSERT INTO assignments (block_id, person_id, rotation_template_id, role, created_by)
+SELECT b.id, person.id, rotation.rotation_template_id, 'primary', 'lab-fault:work_hours'
+FROM blocks b, person, rotation, week WHERE b.date BETWEEN week.monday + 5 AND week.monday + 6
+RETURNING json_build_object('id', id, 'person_id', person_id);
+""")
+    added = [json.loads(line) for line in rows.splitlines() if line.strip().startswith("{")]
+    if not added:
+        raise LabError("no PGY-2 resident free this weekend to give extra hours to")
+    write_json_atomic(path, {"person_id": added[0]["person_id"], "assignment_ids": [a["id"] for a in added]})
+    return json.dumps({"person_id": added[0]["person_id"], "added_blocks": len(added)})
+
+
+def _work_hours_off(layout: Layout, _args) -> str:
+    path = layout.root / HOURS_STATE
+    if not path.exists():
+        return "not on"
+    planted = json.loads(path.read_text(encoding="utf-8"))
+    ids = ",".join(str(int(i)) for i in planted["assignment_ids"])
+    _psql(layout, f"DELETE FROM assignments WHERE id IN ({ids}) AND created_by = 'lab-fault:work_hours';")
+    path.unlink()
+    return f"removed {len(planted['assignment_ids'])} weekend assignment(s) of person {planted['person_id']}"
+
+
 def _ml(action: str):
     """A Heart Disease fault (lab/heart_disease/faults.py), run inside ml1 where the units run."""
     def run(layout: Layout, args) -> str:
@@ -955,6 +995,9 @@ FAULTS = {
                   on=_large_export_on, off=_large_export_off, hosts_option=False),
         FaultSpec("acgme_violation", "action", "a schedule edit takes the supervising faculty off a block PGY-1 residents work",
                   ("ACGMEViolationDetected",), on=_acgme_on, off=_acgme_off, hosts_option=False),
+        FaultSpec("work_hours", "action", "a schedule edit gives a PGY-2 resident the whole weekend too: 84 h this week",
+                  ("WorkHourThresholdApproaching", "ACGMEWorkHoursWarning", "ACGMEWorkHoursViolation"),
+                  on=_work_hours_on, off=_work_hours_off, hosts_option=False),
         FaultSpec("pg_connections", "process", "idle sessions opened until PostgreSQL refuses more (max_connections)",
                   ("PostgreSQLHighConnections",),
                   on=_process_on(lambda layout, args: ["pg", "--mode", "connections", "--count", "100"], database=True),
@@ -1012,7 +1055,7 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-LAB_ENTRIES = {MARKER, STATE_FILE, "hosts", "ssh", ".ssh.lock", "secrets.json", "traffic", "prometheus", "faults", ACGME_STATE}
+LAB_ENTRIES = {MARKER, STATE_FILE, "hosts", "ssh", ".ssh.lock", "secrets.json", "traffic", "prometheus", "faults", ACGME_STATE, HOURS_STATE}
 
 
 def _reset_state_dir(root: Path) -> None:

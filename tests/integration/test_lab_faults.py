@@ -42,6 +42,7 @@ GROUPS = {
         (["corrupt_model"], {"ModelLoadFailure": {}}),
         (["auth_spray", "--mode", "ips"], {"SuspiciousActivityDetected": {"reason": "credential_stuffing"}}),
         (["suspicious_activity"], {"SuspiciousActivityDetected": {"reason": "injection_probe"}}),
+        (["work_hours"], {"WorkHourThresholdApproaching": {}, "ACGMEWorkHoursWarning": {}, "ACGMEWorkHoursViolation": {}}),
     ],
     "exhaustion_and_crashes": [
         # six hashing threads: on a 2-core machine shared with the rest of the lab (and whatever else runs)
@@ -138,8 +139,8 @@ def test_faults_are_off_and_the_fleet_healthy_again(lab):
     data = json.loads(status.stdout)
     assert status.returncode == 0, [s for s in data.get("services", []) if not s.get("healthy")]
     assert not [s for s in data.get("services", []) if s.get("kind") == "fault"], "a fault generator is still running"
-    if (lab.state_dir / "acgme_fault.json").exists():
-        pytest.fail("the ACGME fault's removed assignments were not restored")
+    for leftover in ("acgme_fault.json", "work_hours_fault.json"):
+        assert not (lab.state_dir / leftover).exists(), f"{leftover}: a schedule fault was not undone"
     assert acgme_check(lab)["violations"] == []
 
 
