@@ -517,8 +517,12 @@ def python_binds() -> list[Bind]:
     """Binds that make the repo's venv python (/work/main/.venv/bin/python) run inside a host:
     the repo and the interpreter it was made from (pyenv), both read-only."""
     binds = [Bind(REPO_ROOT, REPO_ROOT, True)]
+    venv = (REPO_ROOT / ".venv").resolve()
+    if venv.is_dir() and not str(venv).startswith(str(REPO_ROOT) + "/"):
+        # .venv is a link to a venv elsewhere (a shared one): bind that too, at its own path.
+        binds.append(Bind(venv, venv, True))
     interpreter_home = Path("/root/.pyenv")
-    cfg = REPO_ROOT / ".venv" / "pyvenv.cfg"
+    cfg = venv / "pyvenv.cfg"
     if cfg.exists():
         for line in cfg.read_text(encoding="utf-8").splitlines():
             key, sep, value = line.partition("=")

@@ -1,18 +1,21 @@
-"""lab: start, inspect and break the local Residency Scheduler lab (loopback only).
+"""lab: start, inspect and break the local lab fleet (systemd hosts on loopback).
 
-    lab up | down | status [--json]
+    lab up | down | status [--json] | ssh HOST [COMMAND...]
     lab fault list | fault error_burst on [--rate R] [--kind K] [--endpoints ...] [--hosts app1,app2] | fault error_burst off
     lab deploy VERSION [--defect KIND] [--hosts ...] | lab rollback [--to VERSION] [--hosts ...]
     lab alerts [--json]
 
-Standard library only. Services run with the repository's venv python; every
-process is started in its own session and stopped by its recorded process
-group, never by name. State lives in $LAB_STATE_DIR (default <repo>/.lab).
+The fleet (lab/fleet.py) is systemd-nspawn hosts from lab/hosts.py, each with
+systemd as PID 1 and sshd on its own loopback port; the services are systemd
+units in them. The traffic generator is the one process on the machine: it is
+started in its own session and stopped by its recorded process group, never by
+name. Standard library only. State lives in $LAB_STATE_DIR (default <repo>/.lab).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -33,18 +36,15 @@ from typing import Callable
 LAB_DIR = Path(__file__).resolve().parent
 REPO = LAB_DIR.parent
 sys.path.insert(0, str(LAB_DIR))
+import fleet  # noqa: E402  (lab/fleet.py)
+import hosts  # noqa: E402  (lab/hosts.py)
 from scheduler.errors import DEFAULT_ENDPOINTS, KINDS  # noqa: E402  (stdlib-only module shared with the app)
 
 STATE_FILE = "lab.json"
 MARKER = ".lab-state"  # only a directory holding this marker is ever wiped by `up`
-RULES_DIR = LAB_DIR / "prometheus" / "rules"
-READY_TIMEOUT = 30.0
+READY_TIMEOUT = 45.0
 STOP_TIMEOUT = 10.0
-
-# The fleet: one row per app host. Ports move together with LAB_PORT_OFFSET.
-APP_HOSTS = (("app1", 18001), ("app2", 18002))
-HOST_NAMES = tuple(name for name, _port in APP_HOSTS)
-PROMETHEUS_PORT = 19090
+HOST_NAMES = fleet.APP_HOSTS  # the hosts faults, deploy and rollback act on
 SEED_RELEASES = (("v1.4.0", 3), ("v1.4.1", 2))  # version, deployed this many days ago; the last is current
 TRAFFIC_RATE = 15.0
 
@@ -73,24 +73,29 @@ class Layout:
             raise LabError(f"LAB_PORT_OFFSET must be between 0 and 1000, not {offset}")
         return cls(root, offset)
 
+    @property
+    def ports(self) -> fleet.Ports:
+        return fleet.Ports(self.port_offset)
+
+    def fleet(self, secrets: dict | None = None) -> fleet.Fleet:
+        return fleet.Fleet(self.root, self.ports, os.environ.get("LAB_LOG_FORMAT", "json"), secrets or {})
+
     def host_dir(self, host: str) -> Path:
         return self.root / "hosts" / host
 
     def releases_dir(self, host: str) -> Path:
-        return self.host_dir(host) / "releases"
+        """The host's /srv/residency-scheduler/releases, seen from the machine (a read-write bind)."""
+        return self.host_dir(host) / "srv" / "releases"
 
     def fault_file(self, host: str) -> Path:
-        return self.host_dir(host) / "faults.json"
-
-    def app_port(self, base_port: int) -> int:
-        return base_port + self.port_offset
+        return self.host_dir(host) / "srv" / "faults.json"
 
     @property
     def prometheus_address(self) -> str:
-        return f"127.0.0.1:{PROMETHEUS_PORT + self.port_offset}"
+        return self.ports.prometheus
 
     def app_addresses(self) -> dict[str, str]:
-        return {name: f"127.0.0.1:{self.app_port(port)}" for name, port in APP_HOSTS}
+        return self.ports.app_addresses()
 
 
 def venv_python() -> Path:
@@ -98,13 +103,6 @@ def venv_python() -> Path:
     if not os.access(python, os.X_OK):
         raise LabError(f"no Python at {python}: create the venv (python3 -m venv .venv && .venv/bin/pip install -r requirements/dev.txt) or set LAB_PYTHON")
     return python
-
-
-def prometheus_binary() -> str:
-    binary = os.environ.get("LAB_PROMETHEUS") or shutil.which("prometheus") or "/usr/bin/prometheus"
-    if not os.access(binary, os.X_OK):
-        raise LabError(f"no Prometheus at {binary}: install the Debian package (apt-get install -y prometheus) or set LAB_PROMETHEUS")
-    return binary
 
 
 # --------------------------------------------------------------------------- HTTP helpers (loopback only)
@@ -282,115 +280,360 @@ def list_releases(releases_dir: Path) -> list[dict]:
     return sorted(releases, key=lambda r: (r.get("deployed_at") or "", r["version"]))
 
 
-# --------------------------------------------------------------------------- services
+# --------------------------------------------------------------------------- the fleet
 
 
-@dataclass
-class ServiceSpec:
-    """How to prepare, start and check one service of the lab."""
-
-    name: str
-    kind: str
-    stage: int  # services of a stage start together; the next stage waits for them to be ready
-    address: str
-    argv: Callable[[], list[str]]
-    log: Path
-    prepare: Callable[[], None] = lambda: None
-    env: dict[str, str] = field(default_factory=dict)
-    ready: Callable[[], str | None] = lambda: None  # None when ready, else what is missing
-    describe: str = ""
+def _prepare_app_state(layout: Layout, host: str) -> None:
+    """Seed releases and an empty fault switch in the host's /srv/residency-scheduler (a bind)."""
+    releases_dir = layout.releases_dir(host)
+    releases_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(timezone.utc).astimezone()
+    for version, days_ago in SEED_RELEASES:
+        write_release(releases_dir, version, now - timedelta(days=days_ago))
+    switch_current(releases_dir, SEED_RELEASES[-1][0])
+    write_json_atomic(layout.fault_file(host), {})
 
 
-def _app_ready(address: str) -> Callable[[], str | None]:
-    def check() -> str | None:
+def _busy_ports(layout: Layout) -> list[str]:
+    return [f"{what} (127.0.0.1:{port})" for what, port in layout.ports.all_listening() if port_in_use(f"127.0.0.1:{port}")]
+
+
+def _host_alive(name: str) -> bool:
+    try:
+        return hosts.status(name).state in ("running", "booting")
+    except hosts.HostError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with _OPENER.open(urllib.request.Request(url), timeout=2) as response:
+            return 200 <= response.status < 300
+    except (OSError, ValueError):
+        return False
+
+
+def _prometheus_targets(layout: Layout) -> dict[str, str] | None:
+    targets = try_json(f"http://{layout.prometheus_address}/api/v1/targets?state=active")
+    if not targets:
+        return None
+    return {f"{t['labels'].get('job')}/{t['labels'].get('host')}": t.get("health") for t in targets["data"]["activeTargets"]}
+
+
+def _readiness_problems(layout: Layout) -> list[str]:
+    """What is not ready yet (empty when the whole fleet is)."""
+    ports = layout.ports
+    problems = []
+    for host, address in ports.app_addresses().items():
         health = try_json(f"http://{address}/health")
-        return None if health and health.get("status") == "healthy" else f"GET http://{address}/health did not answer healthy"
-
-    return check
-
-
-def _prometheus_ready(layout: Layout) -> Callable[[], str | None]:
-    expected = set(layout.app_addresses().values())
-
-    def check() -> str | None:
-        targets = try_json(f"http://{layout.prometheus_address}/api/v1/targets?state=active")
-        if not targets:
-            return f"Prometheus API at http://{layout.prometheus_address} did not answer"
-        health = {t["labels"].get("instance"): t.get("health") for t in targets["data"]["activeTargets"]}
-        down = sorted(f"{instance} ({health.get(instance, 'missing')})" for instance in expected if health.get(instance) != "up")
-        return f"Prometheus targets not up yet: {', '.join(down)}" if down else None
-
-    return check
-
-
-def _prepare_app_host(layout: Layout, host: str) -> Callable[[], None]:
-    def prepare() -> None:
-        (layout.host_dir(host) / "log").mkdir(parents=True, exist_ok=True)
-        releases_dir = layout.releases_dir(host)
-        releases_dir.mkdir(parents=True, exist_ok=True)
-        now = datetime.now(timezone.utc).astimezone()
-        for version, days_ago in SEED_RELEASES:
-            write_release(releases_dir, version, now - timedelta(days=days_ago))
-        switch_current(releases_dir, SEED_RELEASES[-1][0])
-        write_json_atomic(layout.fault_file(host), {})
-
-    return prepare
+        if not health or health.get("status") != "healthy":
+            problems.append(f"{host}: residency-scheduler-backend http://{address}/health is "
+                            f"{(health or {}).get('status', 'not answering')} ({(health or {}).get('database', '')})")
+    for kind, path in (("ml_api", "/health"), ("ml_worker", "/health")):
+        if not _http_ok(f"http://{ports.address('ml1', kind)}{path}"):
+            problems.append(f"ml1: {kind} http://{ports.address('ml1', kind)}{path} not healthy")
+    for kind, path in (("alertmanager", "/-/ready"), ("webhook", "/health")):
+        if not _http_ok(f"http://{ports.address('mon1', kind)}{path}"):
+            problems.append(f"mon1: {kind} http://{ports.address('mon1', kind)}{path} not ready")
+    try:
+        with socket.create_connection(("127.0.0.1", ports.redis), timeout=2) as sock:
+            sock.sendall(b"PING\r\n")
+            pong = sock.recv(16)
+    except OSError as exc:
+        pong = str(exc).encode()
+    if not pong.startswith(b"+PONG"):
+        problems.append(f"cache1: redis-server 127.0.0.1:{ports.redis} does not answer PING ({pong.decode(errors='replace').strip()})")
+    targets = _prometheus_targets(layout)
+    if targets is None:
+        problems.append(f"mon1: Prometheus API at http://{layout.prometheus_address} did not answer")
+    else:
+        expected = {f"{job['job_name']}/{cfg['labels']['host']}" for job in layout.fleet().prometheus_config()["scrape_configs"]
+                    for cfg in job["static_configs"]}
+        down = sorted(f"{t} ({targets.get(t, 'missing')})" for t in expected if targets.get(t) != "up")
+        if down:
+            problems.append(f"mon1: Prometheus targets not up yet: {', '.join(down)}")
+    return problems
 
 
-def _prometheus_config(layout: Layout) -> dict:
-    return {
-        "global": {"scrape_interval": "5s", "evaluation_interval": "5s", "external_labels": {"lab": "residency-scheduler"}},
-        "rule_files": [str(RULES_DIR / "*.yml")],
-        "scrape_configs": [{
-            "job_name": "residency-scheduler-backend",
-            "static_configs": [{"targets": [address], "labels": {"host": host, "service": "residency-scheduler-backend"}}
-                               for host, address in layout.app_addresses().items()],
-        }],
-    }
+def _unit_states(name: str, units: list[str]) -> dict[str, str]:
+    """``systemctl is-active`` of ``units`` in host ``name`` over SSH (one connection)."""
+    if not units:
+        return {}
+    try:
+        result = hosts.run(name, ["systemctl", "is-active", *units], check=False, timeout=15)
+    except (hosts.HostError, subprocess.TimeoutExpired) as exc:
+        return {unit: f"unreachable ({exc})" for unit in units}
+    states = result.stdout.split()
+    if len(states) != len(units):
+        return {unit: f"unreachable ({result.stderr.strip() or 'no answer'})" for unit in units}
+    return dict(zip(units, states))
 
 
-def _prepare_prometheus(layout: Layout) -> Callable[[], None]:
-    def prepare() -> None:
-        directory = layout.root / "prometheus"
-        (directory / "data").mkdir(parents=True, exist_ok=True)
-        # JSON is YAML: no YAML library needed
-        write_json_atomic(directory / "prometheus.yml", _prometheus_config(layout))
+def _failed_units() -> str:
+    """Failed units of every host, with their last journal lines (for an error message)."""
+    out = []
+    for spec in fleet.FLEET:
+        result = hosts.run(spec.name, "for u in $(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1); do "
+                           "echo \"== $u\"; journalctl -u \"$u\" -n 6 --no-pager -o cat; done", check=False, timeout=20)
+        if result.stdout.strip():
+            out.append(f"{spec.name}:\n" + "\n".join("    " + line for line in result.stdout.strip().splitlines()))
+    return ("\nfailed units:\n  " + "\n  ".join(out)) if out else ""
 
-    return prepare
+
+def _print_up_summary(layout: Layout, infos: list, traffic: Running, timings: dict[str, float]) -> None:
+    ports = layout.ports
+    rows = []
+    by_name = {info.name: info for info in infos}
+    for spec in fleet.FLEET:
+        info = by_name[spec.name]
+        services = ", ".join(f"{s.unit.removesuffix('.service')}" + (f" (127.0.0.1:{s.port + layout.port_offset})" if s.port else "")
+                             for s in spec.services)
+        rows.append([spec.name, ",".join(spec.groups), f"127.0.0.1:{ports.ssh(spec.name)}", str(info.nspawn_pid), services])
+    rows.append(["traffic", "-", "-", str(traffic.pid), f"lab/traffic.py (~{TRAFFIC_RATE:g} req/s over the apps; on this machine)"])
+    _print_table(rows, ["HOST", "GROUPS", "SSH", "PID", "SERVICES (systemd units)"])
+    breakdown = ", ".join(f"{step} {seconds:.1f}s" for step, seconds in timings.items() if step != "total")
+    print(f"lab up in {timings['total']:.1f}s ({breakdown}); state in {layout.root}")
+    print(f"ssh: ssh -F {layout.root / 'ssh' / 'config'} app1 | lab/lab ssh app1; Prometheus http://{layout.prometheus_address}, "
+          f"Alertmanager http://{ports.alertmanager}; inventory: inventories/lab")
 
 
-def build_services(layout: Layout) -> list[ServiceSpec]:
-    """Every service of the lab, in start order. Add a row here to grow the lab."""
+def cmd_up(layout: Layout, _args) -> int:
+    began = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def lap(step: str, since: float) -> float:
+        now = time.monotonic()
+        timings[step] = now - since
+        return now
+
+    state = load_state(layout)
+    if state:
+        alive = [name for name in state.get("hosts", []) if _host_alive(name)]
+        if alive:
+            dead = [name for name in state.get("hosts", []) if name not in alive]
+            traffic = recorded(state)
+            if dead or not all(r.alive() for r in traffic):
+                missing = dead + [r.name for r in traffic if not r.alive()]
+                raise LabError(f"lab in {layout.root} is partly up ({', '.join(missing)} not running): run `lab down` then `lab up`")
+            print(f"lab already up in {layout.root} ({', '.join(alive)}); see `lab status`")
+            return 0
+    busy = _busy_ports(layout)
+    if busy:
+        raise LabError(f"address already in use for {', '.join(busy)}: another lab or service is running (set LAB_PORT_OFFSET to move the lab)")
+    if (layout.root / "hosts").is_dir():
+        hosts.stop_all()  # a crashed earlier lab: unmount and clean its cgroups before the wipe
+    _reset_state_dir(layout.root)
+    _raise_inotify_limit()
+    step = time.monotonic()
+    if not hosts.base_image().tarball.exists():
+        print("building the hosts' base rootfs once (about 90 s; cached in "
+              f"{hosts.cache_dir()}; `make lab-base` does it ahead)", flush=True)
+    image = hosts.build_base()
+    step = lap("base", step)
+    the_fleet = layout.fleet(fleet.load_secrets(layout.root))
+    for host in fleet.APP_HOSTS:
+        _prepare_app_state(layout, host)
+    the_fleet.prepare_disks(image.lower)
+    build = the_fleet.build_heart_disease()
+    state = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "state_dir": str(layout.root),
+             "port_offset": layout.port_offset, "hosts": [spec.name for spec in fleet.FLEET], "services": []}
+    save_state(layout, state)  # recorded before booting, so `lab down` can stop a half-started lab
+    step = lap("prepare", step)
+    try:
+        infos = hosts.boot_many(the_fleet.boot_specs())
+        state["host_pids"] = {info.name: [info.supervisor_pid, info.nspawn_pid] for info in infos}
+        save_state(layout, state)
+        step = lap("boot", step)
+        seeded = the_fleet.provision_database()
+        step = lap("database", step)
+        the_fleet.start_heart_disease(build)
+        step = lap("ml", step)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            problems = _readiness_problems(layout)
+            if not problems:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"lab did not come up within {READY_TIMEOUT:.0f}s:\n  " + "\n  ".join(problems) + _failed_units())
+            time.sleep(0.3)
+        step = lap("ready", step)
+        traffic, _proc = start_process(
+            "traffic", "traffic", [str(venv_python()), str(LAB_DIR / "traffic.py"), "--rate", str(TRAFFIC_RATE),
+                                   "--targets", ",".join(f"http://{a}" for a in layout.app_addresses().values())],
+            {}, layout.root / "traffic" / "traffic.out", "")
+        state["services"].append(asdict(traffic))
+        state["database"] = {k: seeded[k] for k in ("start", "days", "residents", "faculty", "assignments") if k in seeded}
+        save_state(layout, state)
+    except BaseException:
+        if build.poll() is None:
+            build.kill()
+        build.wait()
+        for running in recorded(state):
+            stop_process(running)
+        stopped = hosts.stop_all()
+        print(f"stopped hosts: {', '.join(stopped)}", file=sys.stderr)
+        (layout.root / STATE_FILE).unlink(missing_ok=True)
+        raise
+    timings["total"] = time.monotonic() - began
+    state["up_seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    save_state(layout, state)
+    _print_up_summary(layout, infos, traffic, timings)
+    return 0
+
+
+INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_instances")
+INOTIFY_PER_HOST = 8  # systemd, journald, logind, dbus, … in each host
+
+
+def _raise_inotify_limit() -> None:
+    """Each host takes ~7 inotify instances; at Debian's default of 128, a third lab (the tests', molecule's)
+    would stop booting with "Too many open files". Raise the machine's limit when this fleet would cross it."""
+    try:
+        limit = int(INOTIFY_LIMIT.read_text(encoding="ascii"))
+        running = sum(1 for line in Path("/proc/self/mounts").read_text(encoding="utf-8").splitlines()
+                      if line.split()[1].startswith(str(hosts.MOUNT_ROOT) + "/"))
+    except (OSError, ValueError, IndexError):
+        return
+    needed = (running + len(fleet.FLEET)) * INOTIFY_PER_HOST
+    if needed > limit:
+        try:
+            INOTIFY_LIMIT.write_text("1024\n", encoding="ascii")
+            print(f"raised fs.inotify.max_user_instances from {limit} to 1024 ({running} lab hosts already running)", flush=True)
+        except OSError as exc:
+            print(f"warning: {running + len(fleet.FLEET)} lab hosts may exceed fs.inotify.max_user_instances={limit} "
+                  f"and fail to boot ({exc}); sysctl -w fs.inotify.max_user_instances=1024", file=sys.stderr)
+
+
+def _leftover_mounts() -> list[str]:
+    root = str(hosts.MOUNT_ROOT / hosts.lab_id()) + "/"
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        return [line.split()[1] for line in mounts if line.split()[1].startswith(root)]
+
+
+def cmd_down(layout: Layout, _args) -> int:
+    began = time.monotonic()
+    state = load_state(layout)
+    traffic = recorded(state)
+    known = hosts.list_hosts() if (layout.root / "hosts").is_dir() else []
+    running_hosts = [h.name for h in known if h.state in ("running", "booting")]
+    if not running_hosts and not any(r.alive() for r in traffic) and not _leftover_mounts():
+        (layout.root / STATE_FILE).unlink(missing_ok=True)
+        print(f"lab is not running ({layout.root})")
+        return 0
+    failed = []
+    for running in traffic:
+        outcome = stop_process(running)
+        print(f"{running.name:<10} pid {running.pid:<8} {outcome}")
+        if outcome == "still running":
+            failed.append(running.name)
+    stopped = hosts.stop_all() if (layout.root / "hosts").is_dir() else {}
+    for name, seconds in stopped.items():
+        print(f"{name:<10} {'stopped' if name in running_hosts else 'cleaned up':<14} {seconds:.1f}s")
+    failed += [name for name in stopped if _host_alive(name)]
+    mounts = _leftover_mounts()
+    if failed or mounts:
+        raise LabError(f"could not stop {', '.join(failed + mounts)}")
+    (layout.root / STATE_FILE).unlink(missing_ok=True)
+    print(f"lab down in {time.monotonic() - began:.1f}s")
+    return 0
+
+
+def _host_status(layout: Layout, spec: fleet.HostSpec) -> tuple[dict, list[dict]]:
+    """One host's state and its services' (units over SSH, HTTP health from the machine)."""
+    try:
+        info = hosts.status(spec.name)
+    except hosts.HostError:
+        info = None
+    up = bool(info and info.state == "running")
+    host = {"name": spec.name, "groups": list(spec.groups), "ssh": f"127.0.0.1:{layout.ports.ssh(spec.name)}",
+            "state": info.state if info else "missing", "pid": info.nspawn_pid if info else None}
+    units = _unit_states(spec.name, [s.unit for s in spec.services]) if up else {}
+    if up:
+        system = hosts.run(spec.name, "systemctl is-system-running", check=False, timeout=15).stdout.strip()
+        host["system_state"] = system
+    host["healthy"] = up and host.get("system_state") in ("running", "degraded") and all(v == "active" for v in units.values())
     services = []
-    for host, address in layout.app_addresses().items():
-        host_dir = layout.host_dir(host)
-        services.append(ServiceSpec(
-            name=host, kind="scheduler", stage=1, address=address,
-            argv=lambda: [str(venv_python()), "-m", "scheduler"],
-            env={"SCHEDULER_BIND": "127.0.0.1", "SCHEDULER_PORT": address.rsplit(":", 1)[1], "SCHEDULER_HOST_ID": host,
-                 "LOG_FILE": str(host_dir / "log" / "scheduler.log"), "LOG_FORMAT": os.environ.get("LAB_LOG_FORMAT", "json"),
-                 "SCHEDULER_RELEASES_DIR": str(layout.releases_dir(host)), "SCHEDULER_FAULT_FILE": str(layout.fault_file(host)),
-                 "PYTHONPATH": str(LAB_DIR)},
-            log=host_dir / "run" / "scheduler.out", prepare=_prepare_app_host(layout, host), ready=_app_ready(address),
-            describe="Residency Scheduler backend (stand-in)",
-        ))
-    prometheus_dir = layout.root / "prometheus"
-    services.append(ServiceSpec(
-        name="prometheus", kind="prometheus", stage=1, address=layout.prometheus_address,
-        argv=lambda: [prometheus_binary(), f"--config.file={prometheus_dir / 'prometheus.yml'}",
-                      f"--storage.tsdb.path={prometheus_dir / 'data'}", f"--web.listen-address={layout.prometheus_address}",
-                      "--storage.tsdb.retention.time=1d", "--web.enable-lifecycle", "--log.level=warn"],
-        log=prometheus_dir / "prometheus.out", prepare=_prepare_prometheus(layout), ready=_prometheus_ready(layout),
-        describe="Prometheus (scrapes the apps every 5s, lab alert rules)",
-    ))
-    services.append(ServiceSpec(
-        name="traffic", kind="traffic", stage=2, address="",
-        argv=lambda: [str(venv_python()), str(LAB_DIR / "traffic.py"), "--rate", str(TRAFFIC_RATE),
-                      "--targets", ",".join(f"http://{a}" for a in layout.app_addresses().values())],
-        log=layout.root / "traffic" / "traffic.out",
-        describe=f"traffic generator (~{TRAFFIC_RATE:g} req/s over the apps)",
-    ))
-    return services
+    for service in spec.services:
+        address = f"127.0.0.1:{service.port + layout.port_offset}" if service.port else ""
+        item = {"name": f"{spec.name}/{service.unit.removesuffix('.service')}", "host": spec.name, "unit": service.unit,
+                "kind": service.kind, "address": address, "active": units.get(service.unit, "inactive" if not up else "unknown")}
+        item["running"] = item["active"] == "active"
+        if service.kind == "scheduler":
+            health = try_json(f"http://{address}/health") if item["running"] else None
+            item["healthy"] = bool(health and health.get("status") == "healthy")
+            item["release"] = health.get("version") if health else current_version(layout.releases_dir(spec.name))
+            item["database"] = health.get("database") if health else None
+            item["faults"] = read_faults(layout, spec.name)
+        elif service.health:
+            item["healthy"] = item["running"] and _http_ok(f"http://{address}{service.health}")
+        elif service.kind == "postgres" and item["running"]:
+            item["healthy"] = hosts.run(spec.name, f"pg_isready -q -h 127.0.0.1 -p {service.port + layout.port_offset}",
+                                        check=False, timeout=15).returncode == 0
+        elif service.kind == "redis" and item["running"]:
+            pong = hosts.run(spec.name, f"redis-cli -p {service.port + layout.port_offset} ping", check=False, timeout=15).stdout.strip()
+            item["healthy"] = pong == "PONG"
+        else:
+            item["healthy"] = item["running"]
+        if service.kind == "prometheus" and item["running"]:
+            alerts = try_json(f"http://{address}/api/v1/alerts")
+            item["alerts"] = [{"alertname": a["labels"].get("alertname"), "state": a.get("state"), "instance": a["labels"].get("instance")}
+                              for a in (alerts or {}).get("data", {}).get("alerts", [])]
+        if service.kind == "webhook" and item["running"]:
+            item["notifications"] = (try_json(f"http://{address}/health") or {}).get("notifications")
+        services.append(item)
+    return host, services
+
+
+def cmd_status(layout: Layout, args) -> int:
+    state = load_state(layout)
+    host_rows: list[dict] = []
+    services: list[dict] = []
+    if state and (layout.root / "hosts").is_dir():
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(fleet.FLEET)) as pool:
+            for host, host_services in pool.map(lambda spec: _host_status(layout, spec), fleet.FLEET):
+                host_rows.append(host)
+                services.extend(host_services)
+    for running in recorded(state):
+        services.append({"name": running.name, "host": "-", "unit": "-", "kind": running.kind, "pid": running.pid, "address": "",
+                         "running": running.alive(), "healthy": running.alive(), "active": "running" if running.alive() else "stopped"})
+    up = any(h["state"] == "running" for h in host_rows)
+    if args.json:
+        print(json.dumps({"state_dir": str(layout.root), "up": up, "started_at": (state or {}).get("started_at"),
+                          "hosts": host_rows, "services": services}, indent=2))
+    elif not up:
+        print(f"lab is not running ({layout.root})")
+    else:
+        _print_table([[h["name"], ",".join(h["groups"]), h["ssh"], str(h["pid"] or "-"), h["state"], h.get("system_state", "-"),
+                       "healthy" if h["healthy"] else "UNHEALTHY"] for h in host_rows],
+                     ["HOST", "GROUPS", "SSH", "PID", "STATE", "SYSTEMD", "HEALTH"])
+        print()
+        rows = []
+        for s in services:
+            details = []
+            if "release" in s:
+                details.append(f"release {s['release']}")
+                details.extend(f"fault {name} {json.dumps(spec, separators=(',', ':'))}" for name, spec in s["faults"].items())
+            if s.get("alerts"):
+                details.append("alerts: " + ", ".join(f"{a['alertname']}[{a['state']}] {a['instance']}" for a in s["alerts"]))
+            if s.get("notifications") is not None:
+                details.append(f"{s['notifications']} notifications received")
+            rows.append([s["name"], s["address"] or "-", s["active"], "healthy" if s["healthy"] else "UNHEALTHY", "; ".join(details)])
+        _print_table(rows, ["SERVICE", "ADDRESS", "UNIT", "HEALTH", "DETAILS"])
+    if not up:
+        return 3
+    healthy = all(h["healthy"] for h in host_rows) and all(s["running"] and s["healthy"] for s in services)
+    return 0 if healthy else 1
+
+
+def cmd_ssh(layout: Layout, args) -> int:
+    if args.host not in fleet.HOSTS:
+        raise LabError(f"unknown host {args.host!r} (hosts: {', '.join(fleet.HOSTS)})")
+    if not _host_alive(args.host):
+        raise LabError(f"host {args.host} is not running in {layout.root}: run `lab up` first")
+    remote = args.remote[1:] if args.remote[:1] == ["--"] else args.remote
+    argv = hosts.ssh_command(args.host, " ".join(remote) if remote else None, tty=not remote and sys.stdin.isatty())
+    os.execvp(argv[0], argv)
+    return 0  # not reached
 
 
 # --------------------------------------------------------------------------- faults
@@ -429,19 +672,353 @@ def _error_burst_settings(args: argparse.Namespace) -> dict:
     return {"rate": args.rate, "kind": args.kind, "endpoints": args.endpoints}
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not 0 < value <= 100000:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class FaultSpec:
+    """A fault switch. ``how`` says what `on` does:
+
+    file      the app hosts' fault file gets ``settings(args)`` (the backends act on it, no restart);
+    process   a generator (lab/faultgen.py) runs on the machine until `off`;
+    action    ``on(layout, args)`` / ``off(layout, args)`` do it (database edits, units, the ML system).
+    """
+
     name: str
-    service_kind: str  # whose fault file it goes to
+    how: str
     help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    settings: Callable[[argparse.Namespace], dict]
+    alerts: tuple[str, ...]
+    add_arguments: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    settings: Callable[[argparse.Namespace], dict] = lambda args: {}
+    on: Callable | None = None
+    off: Callable | None = None
+    hosts_option: bool = True
+
+
+def _opt(*names, _each: list[dict] | None = None, **kwargs) -> Callable[[argparse.ArgumentParser], None]:
+    """Options of a fault's parser: one name with ``kwargs``, or several names with ``_each`` (a dict each)."""
+    each = _each if _each is not None else [kwargs] * len(names)
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        for name, options in zip(names, each):
+            parser.add_argument(name, **options)
+    return add
+
+
+def _fault_process(layout: Layout, name: str, argv: list[str], env: dict | None = None) -> str:
+    state = load_state(layout) or {}
+    if any(r.name == f"fault:{name}" and r.alive() for r in recorded(state)):
+        return "already on"
+    running, _proc = start_process(f"fault:{name}", "fault", [str(venv_python()), str(LAB_DIR / "faultgen.py"), *argv], env or {},
+                                   layout.root / "faults" / f"{name}.out", "")
+    state.setdefault("services", []).append(asdict(running))
+    save_state(layout, state)
+    return f"generator pid {running.pid}"
+
+
+def _stop_fault_process(layout: Layout, name: str) -> str:
+    state = load_state(layout) or {}
+    outcome = "not running"
+    kept = []
+    for running in recorded(state):
+        if running.name == f"fault:{name}":
+            outcome = stop_process(running)
+        else:
+            kept.append(asdict(running))
+    state["services"] = kept
+    save_state(layout, state)
+    return outcome
+
+
+def _app_targets(layout: Layout) -> str:
+    return ",".join(f"http://{address}" for address in layout.app_addresses().values())
+
+
+def _secrets(layout: Layout) -> dict:
+    return json.loads((layout.root / "secrets.json").read_text(encoding="utf-8"))
+
+
+def _dsn(layout: Layout) -> str:
+    return layout.fleet(_secrets(layout)).database_url()
+
+
+def _process_on(mode_args: Callable[[Layout, argparse.Namespace], list[str]], database: bool = False):
+    def on(layout: Layout, args) -> str:
+        env = {"FAULTGEN_DSN": _dsn(layout)} if database else {}
+        return _fault_process(layout, args.fault_name, mode_args(layout, args), env)
+    return on
+
+
+def _process_off(layout: Layout, args) -> str:
+    return _stop_fault_process(layout, args.fault_name)
+
+
+def _psql(layout: Layout, sql_text: str) -> str:
+    """Run SQL in db1 as postgres (the lab's own admin path)."""
+    result = hosts.run("db1", f"runuser -u postgres -- psql -q -X -At -v ON_ERROR_STOP=1 -p {layout.ports.postgres} -d {fleet.DATABASE} -f -",
+                       input=sql_text, check=False, timeout=60)
+    if result.returncode != 0:
+        raise LabError(f"SQL in db1 failed: {result.stderr.strip()[-400:]}")
+    return result.stdout
+
+
+def _unit(host: str, command: str) -> None:
+    result = hosts.run(host, command, check=False, timeout=60)
+    if result.returncode != 0:
+        raise LabError(f"{host}: `{command}` failed: {(result.stderr or result.stdout).strip()[-300:]}")
+
+
+def _crash_on(layout: Layout, args) -> str:
+    targets = _selected_hosts(layout, args.hosts)
+    for host in targets:
+        faults = read_faults(layout, host)
+        faults["crash_on_start"] = {"reason": "broken deployment"}
+        write_json_atomic(layout.fault_file(host), faults)
+        # the running process dies (as a crash would); systemd's restarts then fail at startup until the unit gives up
+        hosts.run(host, "systemctl kill --signal=SIGKILL residency-scheduler-backend.service", check=False, timeout=30)
+    return f"residency-scheduler-backend crashed on {', '.join(targets)} (restarts fail until off)"
+
+
+def _crash_off(layout: Layout, args) -> str:
+    targets = _selected_hosts(layout, args.hosts)
+    for host in targets:
+        faults = read_faults(layout, host)
+        faults.pop("crash_on_start", None)
+        write_json_atomic(layout.fault_file(host), faults)
+        _unit(host, "systemctl reset-failed residency-scheduler-backend.service; systemctl restart residency-scheduler-backend.service")
+    _wait_for_health(layout, targets, lambda h: h.get("status") == "healthy", "healthy after restart", timeout=20)
+    return f"residency-scheduler-backend running again on {', '.join(targets)}"
+
+
+def _cache_flush_on(layout: Layout, args) -> str:
+    targets = _selected_hosts(layout, args.hosts)
+    for host in targets:
+        faults = read_faults(layout, host)
+        faults["cache_ttl"] = {"ttl": args.ttl}
+        write_json_atomic(layout.fault_file(host), faults)
+    _wait_for_health(layout, targets, lambda h: "cache_ttl" in h.get("faults", {}), "fault cache_ttl on")
+    flushed = hosts.run("cache1", f"redis-cli -p {layout.ports.redis} FLUSHALL", check=False, timeout=30).stdout.strip()
+    return f"Redis FLUSHALL: {flushed}; schedule cache TTL {args.ttl}s on {', '.join(targets)}"
+
+
+def _cache_flush_off(layout: Layout, args) -> str:
+    targets = _selected_hosts(layout, args.hosts)
+    for host in targets:
+        faults = read_faults(layout, host)
+        faults.pop("cache_ttl", None)
+        write_json_atomic(layout.fault_file(host), faults)
+    return f"schedule cache TTL back to {fleet.SCHEDULE_CACHE_TTL}s on {', '.join(targets)}"
+
+
+def _large_export_on(layout: Layout, args) -> str:
+    healthy = [a for a in layout.app_addresses().values() if (try_json(f"http://{a}/health") or {}).get("status") == "healthy"]
+    if not healthy:
+        raise LabError("no healthy backend to export from")
+    address = healthy[0]
+    login = urllib.request.Request(f"http://{address}/api/v1/auth/login", method="POST", headers={"content-type": "application/json"},
+                                   data=json.dumps({"username": args.user, "password": "lab-password"}).encode())
+    with _OPENER.open(login, timeout=10) as response:
+        token = json.loads(response.read())["access_token"]
+    # a first small export, then the large one once Prometheus has scraped the user's counter (a series
+    # that first appears at 5000 shows no increase())
+    for limit, pause in ((1, 7.0), (args.records, 0.0)):
+        export = urllib.request.Request(f"http://{address}/api/v1/export?limit={limit}", headers={"authorization": f"Bearer {token}"})
+        with _OPENER.open(export, timeout=60) as response:
+            count = json.loads(response.read())["count"]
+        time.sleep(pause)
+    return f"{args.user} exported {count} records from {address}"
+
+
+def _large_export_off(_layout: Layout, _args) -> str:
+    return "nothing to undo (the export happened); the alert clears when the window passes"
+
+
+ACGME_STATE = "acgme_fault.json"
+
+
+def _acgme_on(layout: Layout, _args) -> str:
+    """A schedule edit: the supervising faculty of one future weekday block are taken off it, leaving every
+    PGY-1 resident on that block unsupervised (one pgy1_supervision violation each). The removed rows are kept."""
+    path = layout.root / ACGME_STATE
+    if path.exists():
+        return "already on: " + path.read_text(encoding="utf-8")
+    rows = _psql(layout, """
+WITH target AS (
+  SELECT b.id FROM blocks b
+  WHERE b.date > current_date + 1 AND NOT b.is_weekend AND b.time_of_day = 'AM'
+    AND EXISTS (SELECT 1 FROM assignments a JOIN people p ON p.id = a.person_id WHERE a.block_id = b.id AND p.pgy_level = 1)
+  ORDER BY b.date LIMIT 1)
+DELETE FROM assignments a USING target, people f
+WHERE a.block_id = target.id AND f.id = a.person_id AND f.type = 'faculty' AND a.role = 'supervising'
+RETURNING json_build_object('id', a.id, 'block_id', a.block_id, 'person_id', a.person_id,
+  'rotation_template_id', a.rotation_template_id, 'role', a.role, 'created_by', a.created_by, 'created_at', a.created_at);
+""")
+    removed = [json.loads(line) for line in rows.splitlines() if line.strip().startswith("{")]
+    if not removed:
+        raise LabError("no future weekday block with PGY-1 residents and supervising faculty found")
+    block = removed[0]["block_id"]
+    interns = _psql(layout, f"SELECT a.person_id FROM assignments a JOIN people p ON p.id = a.person_id "
+                            f"WHERE a.block_id = {int(block)} AND p.pgy_level = 1 ORDER BY 1;")
+    planted = {"block_id": block, "removed": removed,
+               "violations": [{"rule": "pgy1_supervision", "person_id": int(x)} for x in interns.split()]}
+    write_json_atomic(path, planted)
+    return json.dumps({"block_id": block, "violations": planted["violations"]})
+
+
+def _acgme_off(layout: Layout, _args) -> str:
+    path = layout.root / ACGME_STATE
+    if not path.exists():
+        return "not on"
+    planted = json.loads(path.read_text(encoding="utf-8"))
+    values = ",\n".join(
+        f"({int(r['id'])}, {int(r['block_id'])}, {int(r['person_id'])}, {int(r['rotation_template_id']) if r['rotation_template_id'] is not None else 'NULL'}, "
+        f"'{r['role']}', '{str(r['created_by']).replace(chr(39), chr(39) * 2)}', '{r['created_at']}')" for r in planted["removed"])
+    _psql(layout, "INSERT INTO assignments (id, block_id, person_id, rotation_template_id, role, created_by, created_at) VALUES\n"
+                  f"{values} ON CONFLICT DO NOTHING;")
+    path.unlink()
+    return f"restored {len(planted['removed'])} supervising assignment(s) of block {planted['block_id']}"
+
+
+HOURS_STATE = "work_hours_fault.json"
+
+
+def _work_hours_on(layout: Layout, _args) -> str:
+    """Schedule edit: a PGY-2 resident without weekend duty this week also works Saturday and Sunday (4 more
+    half-day blocks, 24 h): 84 h this week, within the four-week average and every other ACGME rule."""
+    path = layout.root / HOURS_STATE
+    if path.exists():
+        return "already on: " + path.read_text(encoding="utf-8")
+    rows = _psql(layout, """
+WITH week AS (SELECT date_trunc('week', current_date)::date AS monday),
+person AS (
+  SELECT p.id FROM people p, week WHERE p.type = 'resident' AND p.pgy_level = 2 AND NOT EXISTS (
+    SELECT 1 FROM assignments a JOIN blocks b ON b.id = a.block_id
+    WHERE a.person_id = p.id AND b.date BETWEEN week.monday + 5 AND week.monday + 6)
+  ORDER BY p.id LIMIT 1),
+rotation AS (SELECT a.rotation_template_id FROM assignments a JOIN person ON a.person_id = person.id ORDER BY a.id LIMIT 1)
+INSERT INTO assignments (block_id, person_id, rotation_template_id, role, created_by)
+SELECT b.id, person.id, rotation.rotation_template_id, 'primary', 'lab-fault:work_hours'
+FROM blocks b, person, rotation, week WHERE b.date BETWEEN week.monday + 5 AND week.monday + 6
+RETURNING json_build_object('id', id, 'person_id', person_id);
+""")
+    added = [json.loads(line) for line in rows.splitlines() if line.strip().startswith("{")]
+    if not added:
+        raise LabError("no PGY-2 resident free this weekend to give extra hours to")
+    write_json_atomic(path, {"person_id": added[0]["person_id"], "assignment_ids": [a["id"] for a in added]})
+    return json.dumps({"person_id": added[0]["person_id"], "added_blocks": len(added)})
+
+
+def _work_hours_off(layout: Layout, _args) -> str:
+    path = layout.root / HOURS_STATE
+    if not path.exists():
+        return "not on"
+    planted = json.loads(path.read_text(encoding="utf-8"))
+    ids = ",".join(str(int(i)) for i in planted["assignment_ids"])
+    _psql(layout, f"DELETE FROM assignments WHERE id IN ({ids}) AND created_by = 'lab-fault:work_hours';")
+    path.unlink()
+    return f"removed {len(planted['assignment_ids'])} weekend assignment(s) of person {planted['person_id']}"
+
+
+def _ml(action: str):
+    """A Heart Disease fault (lab/heart_disease/faults.py), run inside ml1 where the units run."""
+    def run(layout: Layout, args) -> str:
+        name = ML_FAULTS[args.fault_name]
+        python = REPO / ".venv" / "bin" / "python"
+        extra = " --full" if action == "off" else ""
+        result = hosts.run("ml1", f"cd {REPO} && {python} -m lab.heart_disease.faults {name} {action} --home {fleet.HEART_DISEASE_HOME}{extra}",
+                           check=False, timeout=120)
+        if result.returncode != 0:
+            raise LabError(f"ml1: heart_disease fault {name} {action} failed: {(result.stderr or result.stdout).strip()[-500:]}")
+        if action == "off" and name in ("crash_api",):
+            _unit("ml1", "systemctl reset-failed heart-disease-api.service; systemctl restart heart-disease-api.service")
+            url = f"http://{layout.ports.address('ml1', 'ml_api')}/health"
+            deadline = time.monotonic() + 30
+            while not _http_ok(url):
+                if time.monotonic() > deadline:
+                    raise LabError(f"ml1: heart-disease-api not healthy at {url} 30s after its restart")
+                time.sleep(0.3)
+        try:
+            entry = json.loads(result.stdout)
+        except ValueError:
+            return result.stdout.strip()[-300:]
+        wanted = ("version", "previous_version", "mode", "key_id", "source_network", "restored", "rotated", "api_reloaded", "burst_scored",
+                  "shifts", "on")
+        keep = {k: v for k, v in entry.items() if k in wanted} if isinstance(entry, dict) else entry
+        return json.dumps(keep, separators=(",", ":"))[:300]
+    return run
+
+
+ML_FAULTS = {"ml_crash": "crash_api", "bad_model": "bad_model", "corrupt_model": "corrupt_model", "drift": "drift",
+             "leaked_credential": "leaked_credential", "ml_latency": "latency"}
+
+
+def _file_fault(name: str, help_text: str, alerts: tuple[str, ...], add_arguments=lambda parser: None, settings=lambda args: {}) -> FaultSpec:
+    return FaultSpec(name, "file", help_text, alerts, add_arguments, settings)
 
 
 FAULTS = {
     spec.name: spec for spec in (
-        FaultSpec("error_burst", "scheduler", "a share of API requests fail with 5xx and an ERROR log record (HighErrorRate)",
+        FaultSpec("error_burst", "file", "a share of API requests fail with 5xx and an ERROR log record", ("HighErrorRate",),
                   _add_error_burst_options, _error_burst_settings),
+        _file_fault("slow_responses", "API requests wait DELAY seconds first", ("SlowResponseTime", "HighLatencyP95"),
+                    _opt("--delay", type=_positive, default=2.5, help="seconds (default 2.5)"), lambda args: {"delay": args.delay}),
+        _file_fault("pool_leak", "connections are checked out of the backend's pool and never returned, up to exhaustion",
+                    ("DatabaseConnectionPoolExhaustion",)),
+        _file_fault("cpu_burn", "threads of the backend hash in a loop", ("HighCPUUsage",),
+                    _opt("--duty", "--threads", _each=[{"type": _rate, "default": 1.0, "help": "share of time busy (default 1)"},
+                                                       {"type": int, "choices": range(1, 9), "default": 2, "help": "threads, 1-8 (default 2)"}]),
+                    lambda args: {"duty": args.duty, "threads": args.threads}),
+        _file_fault("memory_leak", "the backend allocates and keeps memory until its host's budget is nearly gone", ("LowMemory",),
+                    _opt("--limit-mb", type=int, default=360, help="stop leaking at this many MB (default 360 of 384)"),
+                    lambda args: {"limit_mb": args.limit_mb}),
+        FaultSpec("cache_flush", "action", "Redis FLUSHALL and schedule cache entries that live TTL seconds", ("LowCacheHitRate",),
+                  _opt("--ttl", type=_positive, default=0.05, help="seconds (default 0.05)"), on=_cache_flush_on, off=_cache_flush_off),
+        FaultSpec("service_crash", "action", "the backend is killed and fails at every restart (failed unit)",
+                  ("ServiceDown",), on=_crash_on, off=_crash_off),
+        FaultSpec("auth_spray", "process", "failed logins: one IP trying many accounts (--mode accounts) or one account from many IPs (--mode ips)",
+                  ("FailedAuthenticationSpike", "SuspiciousActivityDetected"),
+                  _opt("--mode", "--rate", _each=[{"choices": ("accounts", "ips"), "default": "accounts"},
+                                                  {"type": _positive, "default": 5.0, "help": "attempts per second (default 5)"}]),
+                  on=_process_on(lambda layout, args: ["auth_spray", "--targets", _app_targets(layout), "--mode", args.mode,
+                                                       "--rate", str(args.rate)]), off=_process_off, hosts_option=False),
+        FaultSpec("suspicious_activity", "process", "requests with injection and path traversal patterns", ("SuspiciousActivityDetected",),
+                  on=_process_on(lambda layout, args: ["probes", "--targets", _app_targets(layout)]), off=_process_off, hosts_option=False),
+        FaultSpec("large_export", "action", "one user exports RECORDS schedule records at once", ("LargeDataExport",),
+                  _opt("--records", "--user", _each=[{"type": int, "default": 5000}, {"default": "avery.mensah@residency.lab"}]),
+                  on=_large_export_on, off=_large_export_off, hosts_option=False),
+        FaultSpec("acgme_violation", "action", "a schedule edit takes the supervising faculty off a block PGY-1 residents work",
+                  ("ACGMEViolationDetected",), on=_acgme_on, off=_acgme_off, hosts_option=False),
+        FaultSpec("work_hours", "action", "a schedule edit gives a PGY-2 resident the whole weekend too: 84 h this week",
+                  ("WorkHourThresholdApproaching", "ACGMEWorkHoursWarning", "ACGMEWorkHoursViolation"),
+                  on=_work_hours_on, off=_work_hours_off, hosts_option=False),
+        FaultSpec("pg_connections", "process", "idle sessions opened until PostgreSQL refuses more (max_connections)",
+                  ("PostgreSQLHighConnections",),
+                  on=_process_on(lambda layout, args: ["pg", "--mode", "connections", "--count", "100"], database=True),
+                  off=_process_off, hosts_option=False),
+        FaultSpec("pg_long_queries", "process", "long-running queries (a runaway report)", ("PostgreSQLLongRunningQueries",),
+                  on=_process_on(lambda layout, args: ["pg", "--mode", "long_queries", "--count", "3"], database=True),
+                  off=_process_off, hosts_option=False),
+        FaultSpec("pg_idle_in_transaction", "process", "transactions that took row locks and sit idle", ("PostgreSQLIdleInTransaction",),
+                  on=_process_on(lambda layout, args: ["pg", "--mode", "idle_in_transaction", "--count", "3"], database=True),
+                  off=_process_off, hosts_option=False),
+        FaultSpec("ml_crash", "action", "heart-disease-api is killed (failed unit)", ("ServiceDown",), on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("bad_model", "action", "a model trained on shuffled labels is deployed", ("ModelQualityBelowFloor",),
+                  on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("corrupt_model", "action", "the live model file's bytes are damaged; the API cannot load it", ("ModelLoadFailure",),
+                  on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("drift", "action", "prediction inputs drift away from the training data", ("FeatureDrift",),
+                  on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("leaked_credential", "action", "a partner API key leaks and is used from an unknown network, with guessing",
+                  ("HeartDiseaseAuthFailureSpike",), on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("ml_latency", "action", "/predict answers slowly", ("HeartDiseaseSlowPredictions",), on=_ml("on"), off=_ml("off"),
+                  hosts_option=False),
     )
 }
 
@@ -458,14 +1035,14 @@ def read_faults(layout: Layout, host: str) -> dict:
 # --------------------------------------------------------------------------- commands
 
 
-def _selected_hosts(layout: Layout, hosts: str | None) -> list[str]:
+def _selected_hosts(layout: Layout, names: str | None) -> list[str]:
     known = list(HOST_NAMES)
-    if not hosts:
+    if not names:
         return known
-    chosen = [h.strip() for h in hosts.split(",") if h.strip()]
+    chosen = [h.strip() for h in names.split(",") if h.strip()]
     unknown = [h for h in chosen if h not in known]
     if unknown or not chosen:
-        raise LabError(f"--hosts: unknown host {', '.join(unknown) or repr(hosts)} (hosts: {', '.join(known)})")
+        raise LabError(f"--hosts: unknown host {', '.join(unknown) or repr(names)} (hosts: {', '.join(known)})")
     for host in chosen:
         if not layout.host_dir(host).is_dir():
             raise LabError(f"host {host} has no state in {layout.root}: run `lab up` first")
@@ -478,35 +1055,18 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
+LAB_ENTRIES = {MARKER, STATE_FILE, "hosts", "ssh", ".ssh.lock", "secrets.json", "traffic", "prometheus", "faults", ACGME_STATE, HOURS_STATE}
+
+
 def _reset_state_dir(root: Path) -> None:
+    """Empty the state dir: only one holding the lab's marker, or nothing but what the lab makes."""
     if root.exists():
-        if any(root.iterdir()) and not (root / MARKER).exists():
+        entries = {entry.name for entry in root.iterdir()}
+        if entries and MARKER not in entries and not entries <= LAB_ENTRIES:
             raise LabError(f"{root} exists and is not a lab state directory (no {MARKER}): refusing to wipe it; set LAB_STATE_DIR elsewhere")
         shutil.rmtree(root)
     root.mkdir(parents=True)
     (root / MARKER).write_text("state of lab/labctl.py; wiped by `lab up`\n", encoding="utf-8")
-
-
-def _wait_ready(specs: list[ServiceSpec], started: dict[str, tuple[Running, subprocess.Popen]], deadline: float) -> list[str]:
-    """Wait for ``specs`` to be ready; returns what is still missing at the deadline (empty when all are ready)."""
-    pending = {spec.name: spec for spec in specs}
-    missing: dict[str, str] = {}
-    while pending:
-        for name, spec in list(pending.items()):
-            running, proc = started[name]
-            if proc.poll() is not None:
-                return [f"{name} exited with code {proc.returncode}; last lines of {running.log}:\n{_tail(Path(running.log))}"]
-            problem = spec.ready()
-            if problem is None:
-                del pending[name]
-            else:
-                missing[name] = problem
-        if not pending:
-            return []
-        if time.monotonic() > deadline:
-            return [f"{name} not ready after {READY_TIMEOUT:.0f}s: {missing[name]}" for name in pending]
-        time.sleep(0.2)
-    return []
 
 
 def _tail(path: Path, lines: int = 8) -> str:
@@ -517,116 +1077,10 @@ def _tail(path: Path, lines: int = 8) -> str:
     return "\n".join("    " + line for line in tail) or "    (no output)"
 
 
-def cmd_up(layout: Layout, _args) -> int:
-    began = time.monotonic()
-    state = load_state(layout)
-    alive = [r for r in recorded(state) if r.alive()]
-    if alive:
-        dead = [r.name for r in recorded(state) if not r.alive()]
-        if dead:
-            raise LabError(f"lab in {layout.root} is partly up ({', '.join(dead)} not running): run `lab down` then `lab up`")
-        print(f"lab already up in {layout.root} ({', '.join(r.name for r in alive)}); see `lab status`")
-        return 0
-    services = build_services(layout)
-    busy = [f"{s.name} ({s.address})" for s in services if s.address and port_in_use(s.address)]
-    if busy:
-        raise LabError(f"address already in use for {', '.join(busy)}: another lab or service is running (set LAB_PORT_OFFSET to move the lab)")
-    _reset_state_dir(layout.root)
-    state = {"started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "state_dir": str(layout.root),
-             "port_offset": layout.port_offset, "services": []}
-    started: dict[str, tuple[Running, subprocess.Popen]] = {}
-    try:
-        for stage in sorted({s.stage for s in services}):
-            specs = [s for s in services if s.stage == stage]
-            for spec in specs:
-                spec.prepare()
-                running, proc = start_process(spec.name, spec.kind, spec.argv(), spec.env, spec.log, spec.address)
-                started[spec.name] = (running, proc)
-                state["services"].append(asdict(running))
-                save_state(layout, state)  # recorded at once, so `lab down` can stop a half-started lab
-            missing = _wait_ready(specs, started, time.monotonic() + READY_TIMEOUT)
-            if missing:
-                raise LabError("lab did not come up:\n  " + "\n  ".join(missing))
-    except BaseException:
-        for running, proc in reversed(list(started.values())):
-            outcome = stop_process(running)
-            proc.poll()  # reap our own child
-            print(f"stopped {running.name} (pid {running.pid}): {outcome}", file=sys.stderr)
-        (layout.root / STATE_FILE).unlink(missing_ok=True)
-        raise
-    elapsed = time.monotonic() - began
-    _print_table([[s.name, str(started[s.name][0].pid), s.address or "-", s.describe] for s in services], ["SERVICE", "PID", "ADDRESS", "WHAT"])
-    print(f"lab up in {elapsed:.1f}s; state in {layout.root}; app logs in hosts/*/log/scheduler.log; "
-          f"Prometheus http://{layout.prometheus_address}")
-    return 0
-
-
-def cmd_down(layout: Layout, _args) -> int:
-    state = load_state(layout)
-    services = recorded(state)
-    if not any(r.alive() for r in services):
-        (layout.root / STATE_FILE).unlink(missing_ok=True)
-        print(f"lab is not running ({layout.root})")
-        return 0
-    failed = []
-    for running in reversed(services):
-        outcome = stop_process(running)
-        print(f"{running.name:<12} pid {running.pid:<8} {outcome}")
-        if outcome == "still running":
-            failed.append(running.name)
-    if failed:
-        raise LabError(f"could not stop {', '.join(failed)}")
-    (layout.root / STATE_FILE).unlink(missing_ok=True)
-    print("lab down")
-    return 0
-
-
-def _service_status(layout: Layout, running: Running) -> dict:
-    info = {"name": running.name, "kind": running.kind, "pid": running.pid, "address": running.address, "running": running.alive()}
-    if running.kind == "scheduler":
-        health = try_json(f"http://{running.address}/health") if info["running"] else None
-        info["healthy"] = bool(health and health.get("status") == "healthy")
-        info["release"] = health.get("version") if health else current_version(layout.releases_dir(running.name))
-        info["faults"] = read_faults(layout, running.name)
-    elif running.kind == "prometheus":
-        info["healthy"] = info["running"] and _prometheus_ready(layout)() is None
-        alerts = try_json(f"http://{running.address}/api/v1/alerts") if info["running"] else None
-        info["alerts"] = [{"alertname": a["labels"].get("alertname"), "state": a.get("state"), "instance": a["labels"].get("instance")}
-                          for a in (alerts or {}).get("data", {}).get("alerts", [])]
-    else:
-        info["healthy"] = info["running"]
-    return info
-
-
-def cmd_status(layout: Layout, args) -> int:
-    state = load_state(layout)
-    services = [_service_status(layout, r) for r in recorded(state)]
-    up = bool(services) and any(s["running"] for s in services)
-    if args.json:
-        print(json.dumps({"state_dir": str(layout.root), "up": up, "started_at": (state or {}).get("started_at"), "services": services}, indent=2))
-    elif not services:
-        print(f"lab is not running ({layout.root})")
-    else:
-        rows = []
-        for s in services:
-            details = []
-            if "release" in s:
-                details.append(f"release {s['release']}")
-                details.extend(f"fault {name} {json.dumps(spec, separators=(',', ':'))}" for name, spec in s["faults"].items())
-            if s.get("alerts"):
-                details.append("alerts: " + ", ".join(f"{a['alertname']}[{a['state']}] {a['instance']}" for a in s["alerts"]))
-            rows.append([s["name"], str(s["pid"]), s["address"] or "-", "running" if s["running"] else "stopped",
-                         "healthy" if s["healthy"] else "UNHEALTHY", "; ".join(details)])
-        _print_table(rows, ["SERVICE", "PID", "ADDRESS", "STATE", "HEALTH", "DETAILS"])
-    if not up:
-        return 3
-    return 0 if all(s["running"] and s["healthy"] for s in services) else 1
-
-
-def _wait_for_health(layout: Layout, hosts: list[str], accept: Callable[[dict], bool], what: str, timeout: float = 5.0) -> None:
+def _wait_for_health(layout: Layout, host_names: list[str], accept: Callable[[dict], bool], what: str, timeout: float = 5.0) -> None:
     """Tell whether running apps picked up a change (they re-read faults and releases by themselves)."""
     addresses = layout.app_addresses()
-    pending = [h for h in hosts if try_json(f"http://{addresses[h]}/health") is not None]
+    pending = [h for h in host_names if try_json(f"http://{addresses[h]}/health") is not None]
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         pending = [h for h in pending if not accept(try_json(f"http://{addresses[h]}/health") or {})]
@@ -649,42 +1103,46 @@ def cmd_fault(layout: Layout, args) -> int:
             print("no faults active")
         return 0
     spec = FAULTS[args.fault_name]
-    hosts = _selected_hosts(layout, args.hosts)
+    if spec.how != "file":
+        outcome = (spec.on if args.action == "on" else spec.off)(layout, args)
+        print(f"fault {spec.name} {args.action}: {outcome}")
+        return 0
+    targets = _selected_hosts(layout, getattr(args, "hosts", None))
     settings = spec.settings(args) if args.action == "on" else None
-    for host in hosts:
+    for host in targets:
         faults = read_faults(layout, host)
         if settings is None:
             faults.pop(spec.name, None)
         else:
             faults[spec.name] = settings
         write_json_atomic(layout.fault_file(host), faults)
-    _wait_for_health(layout, hosts, lambda h: (spec.name in h.get("faults", {})) == (settings is not None),
+    _wait_for_health(layout, targets, lambda h: (spec.name in h.get("faults", {})) == (settings is not None),
                      f"fault {spec.name} {args.action}")
     detail = f": {json.dumps(settings, separators=(',', ':'))}" if settings else ""
-    print(f"fault {spec.name} {args.action} for {', '.join(hosts)}{detail}")
+    print(f"fault {spec.name} {args.action} for {', '.join(targets)}{detail}")
     return 0
 
 
 def cmd_deploy(layout: Layout, args) -> int:
     if not VERSION_PATTERN.match(args.version) or args.version == "current":
         raise LabError(f"VERSION must look like v1.5.0 (letters, digits, . _ + -), not {args.version!r}")
-    hosts = _selected_hosts(layout, args.hosts)
-    exists = [h for h in hosts if (layout.releases_dir(h) / args.version).exists()]
+    targets = _selected_hosts(layout, args.hosts)
+    exists = [h for h in targets if (layout.releases_dir(h) / args.version).exists()]
     if exists:
         raise LabError(f"release {args.version} already exists on {', '.join(exists)}: pick a new version")
     defect = {"rate": args.defect_rate, "kind": args.defect, "endpoints": args.defect_endpoints} if args.defect else None
     now = datetime.now(timezone.utc).astimezone()
-    for host in hosts:
+    for host in targets:
         write_release(layout.releases_dir(host), args.version, now, defect)
         switch_current(layout.releases_dir(host), args.version)
-    _wait_for_health(layout, hosts, lambda h: h.get("version") == args.version, f"release {args.version}")
-    print(f"deployed {args.version} on {', '.join(hosts)}" + (f" with defect {json.dumps(defect, separators=(',', ':'))}" if defect else ""))
+    _wait_for_health(layout, targets, lambda h: h.get("version") == args.version, f"release {args.version}")
+    print(f"deployed {args.version} on {', '.join(targets)}" + (f" with defect {json.dumps(defect, separators=(',', ':'))}" if defect else ""))
     return 0
 
 
 def cmd_rollback(layout: Layout, args) -> int:
-    hosts = _selected_hosts(layout, args.hosts)
-    for host in hosts:
+    targets = _selected_hosts(layout, args.hosts)
+    for host in targets:
         releases_dir = layout.releases_dir(host)
         current = current_version(releases_dir)
         versions = [r["version"] for r in list_releases(releases_dir)]
@@ -722,9 +1180,9 @@ def cmd_alerts(layout: Layout, args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("up", help="start the lab (fresh state)").set_defaults(run=cmd_up)
-    commands.add_parser("down", help="stop everything the lab started").set_defaults(run=cmd_down)
-    status = commands.add_parser("status", help="services, health, releases, faults (exit 0 healthy, 1 unhealthy, 3 not running)")
+    commands.add_parser("up", help="boot the fleet (fresh state) and start traffic").set_defaults(run=cmd_up)
+    commands.add_parser("down", help="stop every host and the traffic; nothing stays running or mounted").set_defaults(run=cmd_down)
+    status = commands.add_parser("status", help="hosts, units, health, releases, faults (exit 0 healthy, 1 unhealthy, 3 not running)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(run=cmd_status)
 
@@ -733,9 +1191,10 @@ def build_parser() -> argparse.ArgumentParser:
     fault_names = fault.add_subparsers(dest="fault_name", metavar="FAULT")
     fault_names.add_parser("list", help="active faults per host")
     for spec in FAULTS.values():
-        one = fault_names.add_parser(spec.name, help=spec.help)
+        one = fault_names.add_parser(spec.name, help=f"{spec.help} (alerts: {', '.join(spec.alerts)})")
         one.add_argument("action", choices=("on", "off"))
-        one.add_argument("--hosts", help="comma-separated hosts (default all)")
+        if spec.hosts_option:
+            one.add_argument("--hosts", help="comma-separated app hosts (default all)")
         spec.add_arguments(one)
 
     deploy = commands.add_parser("deploy", help="deploy a new release (optionally defective) and switch to it")
@@ -750,6 +1209,11 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--hosts", help="comma-separated hosts (default all)")
     rollback.set_defaults(run=cmd_rollback)
 
+    ssh = commands.add_parser("ssh", help="ssh into a host as root: ssh HOST [-- COMMAND...]")
+    ssh.add_argument("host")
+    ssh.add_argument("remote", nargs=argparse.REMAINDER)
+    ssh.set_defaults(run=cmd_ssh)
+
     alerts = commands.add_parser("alerts", help="Prometheus's active alerts")
     alerts.add_argument("--json", action="store_true")
     alerts.set_defaults(run=cmd_alerts)
@@ -759,8 +1223,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(Layout.from_env(), args)
-    except LabError as exc:
+        layout = Layout.from_env()
+        os.environ["LAB_STATE_DIR"] = str(layout.root)  # lab/hosts.py reads it
+        return args.run(layout, args)
+    except (LabError, hosts.HostError, fleet.FleetError) as exc:
         print(f"lab {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ from collections import Counter
 from urllib.parse import urlsplit
 
 MAX_RATE = 50.0
+CLIENTS = 6  # concurrent clients sharing the rate
 # never through a proxy from the environment: targets are loopback addresses
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 LAB_USER = "avery.mensah@residency.lab"  # a resident of the generated data (seed 0)
@@ -106,20 +107,31 @@ class Traffic:
         with self.lock:
             self.counts[(target, status)] += 1
 
-    def run(self, duration: float, report_every: float) -> None:
-        started = next_report = time.monotonic()
-        next_at = started
+    def client(self, started: float, duration: float, interval: float) -> None:
+        """One client: paced, not bursty; a slow answer delays this client's next request only."""
+        next_at = started + self.rng.random() * interval
+        self.stop.wait(max(0.0, next_at - time.monotonic()))
         while not self.stop.is_set():
-            now = time.monotonic()
-            if duration and now - started >= duration:
+            if duration and time.monotonic() - started >= duration:
                 break
-            if now >= next_report:
-                self.report()
-                next_report = now + report_every
-            # paced, not bursty: a slow answer delays the next request instead of piling them up
             self.one_request()
-            next_at = max(next_at + self.interval, time.monotonic() - self.interval)
+            next_at = max(next_at + interval, time.monotonic() - interval)
             self.stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def run(self, duration: float, report_every: float, clients: int = CLIENTS) -> None:
+        """``clients`` concurrent clients share the rate, so one slow backend does not starve the others."""
+        started = time.monotonic()
+        threads = [threading.Thread(target=self.client, args=(started, duration, self.interval * clients), daemon=True)
+                   for _client in range(clients)]
+        for thread in threads:
+            thread.start()
+        while not self.stop.wait(report_every):
+            if duration and time.monotonic() - started >= duration:
+                break
+            self.report()
+        self.stop.set()
+        for thread in threads:
+            thread.join(timeout=self.timeout + 1)
         self.report()
 
     def report(self) -> None:

@@ -7,9 +7,10 @@ remediate="${DEMO_REMEDIATE:-false}"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "Lab up (fresh)"
+step "Lab up (fresh): systemd hosts on loopback, services as units, reached over SSH"
 lab/lab down >/dev/null 2>&1 || true
 lab/lab up
+lab/lab ssh app1 -- systemctl status residency-scheduler-backend --no-pager --lines=0 || true
 
 step "A release with a database defect reaches both app hosts"
 lab/lab deploy v1.5.0 --defect database

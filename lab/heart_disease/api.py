@@ -92,6 +92,11 @@ class Metrics:
         self.auth_failures = Counter("auth_failures_total", "Rejected authentication attempts", ["reason"],
                                      registry=self.registry)
         self.tokens_issued = Counter("heart_disease_tokens_issued_total", "JWTs issued", registry=self.registry)
+        # every label value from the start, so increase() sees the first failure (a series born at 30 shows no increase)
+        for reason in ("invalid_api_key", "missing_credentials", "invalid_token", "expired_token"):
+            self.auth_failures.labels(reason)
+        for result in ("success", "failure"):
+            self.model_loads.labels(result)
 
 
 class Service:

@@ -131,41 +131,48 @@ def current_user(request: Request) -> dict:
 # -- endpoints --
 
 @_route("POST", "/auth/login")
-async def login(body: LoginRequest, request: Request):
+def login(body: LoginRequest, request: Request):
     ctx = request.app.state.ctx
     user = ctx.repository.user(body.username)
-    if user is None or password_hash(body.password, user["password_salt"]) != user["password_hash"]:
+    locked = user is not None and (not user.get("is_active", True) or user.get("is_locked", False))
+    if user is None or locked or password_hash(body.password, user["password_salt"]) != user["password_hash"]:
         metrics.AUTH_FAILURES.inc()
-        client = request.client.host if request.client else "unknown"
+        from .app import client_ip  # pylint: disable=import-outside-toplevel
+        client = client_ip(request)
         logger.bind(event="auth_failure", user=body.username, ip=client).warning("auth_failure user={} ip={}", body.username, client)
+        for reason in ctx.auth_watch.failed(body.username, client) if ctx.auth_watch else ():
+            metrics.SUSPICIOUS.labels(reason=reason).inc()
+            logger.bind(event="suspicious_activity", ip=client, user=body.username, reason=reason).warning(
+                "suspicious_activity reason={} user={} ip={}", reason, body.username, client)
         raise HTTPException(status_code=401, detail="Incorrect username or password")
     token = security.create_access_token(str(user["id"]), ctx.secret_key)
     return {"access_token": token, "token_type": "bearer", "user": serialize(Person, [user])[0]}
 
 
 @_route("GET", "/people")
-async def people(request: Request, person_type: Optional[str] = Query(None, alias="type")):
+def people(request: Request, person_type: Optional[str] = Query(None, alias="type")):
     current_user(request)
     return serialize(Person, request.app.state.ctx.repository.people(person_type))
 
 
 @_route("GET", "/assignments")
-async def assignments(request: Request, person_id: Optional[int] = None):
+def assignments(request: Request, person_id: Optional[int] = None, skip: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)):
     current_user(request)
-    return serialize(Assignment, request.app.state.ctx.repository.assignments(person_id=person_id))
+    return serialize(Assignment, request.app.state.ctx.repository.assignments(person_id=person_id, limit=limit, offset=skip))
 
 
 @_route("GET", "/schedules")
-async def schedules(request: Request, start: Optional[date] = None, days: int = 7):
+def schedules(request: Request, start: Optional[date] = None, days: int = 7):
     current_user(request)
     ctx = request.app.state.ctx
     start = start or ctx.repository.start
     if not 1 <= days <= 28:
         raise HTTPException(status_code=422, detail="days must be between 1 and 28")
-    blocks = ctx.schedule_cache.get((start, days))
+    cache_key = f"blocks:{start.isoformat()}:{days}"
+    blocks = ctx.schedule_cache.get(cache_key)
     if blocks is None:
-        blocks = ctx.repository.blocks(start, days)
-        ctx.schedule_cache.put((start, days), blocks)
+        blocks = [{k: (v.isoformat() if isinstance(v, date) else v) for k, v in b.items()} for b in ctx.repository.blocks(start, days)]
+        ctx.schedule_cache.put(cache_key, blocks)
     rows = ctx.repository.assignments(block_ids={b["id"] for b in blocks})
     by_block: dict[int, list] = {}
     for item in serialize(Assignment, rows):
@@ -173,14 +180,13 @@ async def schedules(request: Request, start: Optional[date] = None, days: int = 
     return {
         "start": start.isoformat(),
         "end": (start + timedelta(days=days)).isoformat(),
-        "blocks": [{**{k: (v.isoformat() if isinstance(v, date) else v) for k, v in b.items()}, "assignments": by_block.get(b["id"], [])}
-                   for b in blocks],
+        "blocks": [{**b, "assignments": by_block.get(b["id"], [])} for b in blocks],
     }
 
 
 @_route("GET", "/export")
-async def export(request: Request):
+def export(request: Request, limit: int = Query(25, ge=1, le=100000), skip: int = Query(0, ge=0)):
     user = current_user(request)
-    records = serialize(Assignment, request.app.state.ctx.repository.assignments())
+    records = serialize(Assignment, request.app.state.ctx.repository.assignments(limit=limit, offset=skip))
     metrics.EXPORT_RECORDS.labels(user_id=user["user_id"]).inc(len(records))
     return {"format": "json", "count": len(records), "records": records}

@@ -19,9 +19,14 @@ class Settings:
     log_file: Path = Path("/var/log/app/scheduler.log")
     log_format: str = "json"
     log_level: str = "INFO"
-    releases_dir: Path = Path("/opt/residency-scheduler/releases")
-    fault_file: Path = Path("/etc/residency-scheduler/faults.json")
+    releases_dir: Path = Path("/srv/residency-scheduler/releases")
+    fault_file: Path = Path("/srv/residency-scheduler/faults.json")
     seed: int = 0
+    database_url: str = ""  # empty: generated data instead of PostgreSQL
+    db_pool_size: int = 5
+    db_pool_max_overflow: int = 5
+    redis_url: str = ""  # empty: an in-process schedule cache
+    schedule_cache_ttl: float = 30.0
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
@@ -46,7 +51,13 @@ ENV_NAMES = {
     "releases_dir": "SCHEDULER_RELEASES_DIR",
     "fault_file": "SCHEDULER_FAULT_FILE",
     "seed": "SCHEDULER_SEED",
+    "database_url": "DATABASE_URL",
+    "db_pool_size": "DB_POOL_SIZE",
+    "db_pool_max_overflow": "DB_POOL_MAX_OVERFLOW",
+    "redis_url": "REDIS_URL",
+    "schedule_cache_ttl": "SCHEDULE_CACHE_TTL",
 }
+SECRET_FIELDS = ("database_url", "redis_url")  # may carry a password: never shown in --help
 
 
 def _convert(name: str, raw: str, target: type):
@@ -73,7 +84,7 @@ def load(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
             dest=field.name,
             type=type(current),
             default=current,
-            help=f"(env {env_name}, default {current})",
+            help=f"(env {env_name}, default {'(set)' if field.name in SECRET_FIELDS and current else current})",
         )
     args = parser.parse_args(argv)
     values.update(vars(args))

@@ -1,6 +1,6 @@
 """Exceptions the real backend raises, under their real qualified names.
 
-SQLAlchemy and python-jose are not part of the stand-in (no database yet), so
+SQLAlchemy and python-jose are not part of the stand-in (it uses psycopg directly), so
 their exception classes are imitated here: tracebacks and the log records'
 ``exception.type`` read exactly as in the real system. Validation errors are
 real pydantic errors, and ``other`` is a real KeyError.

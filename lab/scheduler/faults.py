@@ -48,7 +48,58 @@ class ErrorBurst:
         return {"rate": self.rate, "kind": self.kind, "endpoints": list(self.endpoints)}
 
 
-EFFECTS = {"error_burst": ErrorBurst}
+@dataclass(frozen=True)
+class SlowResponses:
+    """Every request to ``endpoints`` waits ``delay`` seconds first (a slow dependency)."""
+
+    delay: float
+    endpoints: tuple[str, ...]
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> SlowResponses:
+        delay = float(spec.get("delay", 2.5))
+        if not 0.0 < delay <= 30.0:
+            raise ValueError(f"delay must be between 0 and 30 seconds, not {delay}")
+        return cls(delay=delay, endpoints=tuple(spec.get("endpoints") or DEFAULT_ENDPOINTS))
+
+    def delay_for(self, handler: str) -> float:
+        return self.delay if ("*" in self.endpoints or handler in self.endpoints) else 0.0
+
+    def failure_for(self, _handler: str, _rng) -> None:
+        return None
+
+    def describe(self) -> dict:
+        return {"delay": self.delay, "endpoints": list(self.endpoints)}
+
+
+@dataclass(frozen=True)
+class Background:
+    """A fault carried out by a thread of the app (see ``app.Actors``): its settings only."""
+
+    settings: tuple
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Background:
+        for key, value in spec.items():
+            if not isinstance(value, (int, float, str)) or isinstance(value, bool):
+                raise ValueError(f"{key} must be a number or a string, not {value!r}")
+        return cls(settings=tuple(sorted(spec.items())))
+
+    def get(self, key: str, default):
+        return type(default)(dict(self.settings).get(key, default))
+
+    def failure_for(self, _handler: str, _rng) -> None:
+        return None
+
+    def describe(self) -> dict:
+        return dict(self.settings)
+
+
+# pool_leak: connections checked out and never returned; cpu_burn: a spinning thread;
+# memory_leak: memory allocated and kept; cache_ttl: schedule cache entries expire after `ttl` seconds;
+# crash_on_start: the app exits at startup (read once, before serving).
+EFFECTS = {"error_burst": ErrorBurst, "slow_responses": SlowResponses, "pool_leak": Background, "cpu_burn": Background,
+           "memory_leak": Background, "cache_ttl": Background, "crash_on_start": Background}
 
 
 class FaultSwitch:

@@ -21,3 +21,35 @@ EXPORT_RECORDS = Counter("data_export_records_total", "Records exported, by user
 def set_release(version: str) -> None:
     APP_INFO.clear()
     APP_INFO.labels(version=version).set(1)
+
+
+SUSPICIOUS = Counter("suspicious_activity_total", "Requests or login patterns flagged as suspicious, by reason.", ["reason"])
+for _reason in ("injection_probe", "password_spray", "credential_stuffing"):
+    SUSPICIOUS.labels(reason=_reason)  # exported at 0 from the start, so increase() sees the first one
+
+
+class HostMemoryCollector:
+    """``node_memory_MemTotal_bytes`` / ``node_memory_MemAvailable_bytes`` for this app host.
+
+    The lab's hosts share the machine's memory and nspawn does not enforce cgroup limits, so the
+    host's memory is a budget (``LAB_MEMORY_BUDGET_MB``, default 384) and what is available is the
+    budget minus this process's resident memory (the host's one workload). Real hosts get these
+    from node-exporter."""
+
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+
+    @staticmethod
+    def rss_bytes() -> int:
+        try:
+            pages = int(open("/proc/self/statm", encoding="ascii").read().split()[1])  # pylint: disable=consider-using-with
+        except (OSError, ValueError, IndexError):
+            return 0
+        return pages * 4096
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily  # pylint: disable=import-outside-toplevel
+
+        yield GaugeMetricFamily("node_memory_MemTotal_bytes", "Memory of the host (the lab host's budget).", value=self.budget)
+        yield GaugeMetricFamily("node_memory_MemAvailable_bytes", "Memory available on the host (budget minus the workload's RSS).",
+                                value=max(0, self.budget - self.rss_bytes()))

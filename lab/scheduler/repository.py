@@ -1,20 +1,30 @@
-"""Data access. Canned, generated data for now; PostgreSQL replaces ``InMemoryRepository`` later.
+"""Data access: PostgreSQL (the lab's db1) through a small connection pool, or generated data.
 
-The tables mirror the real schema (people, blocks, assignments). Every query goes
-through ``ConnectionPool.connection()`` so pool usage, query durations and
-database failures look like the real backend's.
+``PostgresRepository`` reads the real schema (people, blocks, assignments, users;
+see db/schema.sql) when ``DATABASE_URL`` is set; ``InMemoryRepository`` serves
+generated data with the same methods (for tests without a database). Every
+query goes through a pool's ``connection()``, so pool usage, query durations
+and database failures are the real backend's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
 import random
+import threading
 import time
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 
 from . import metrics
 from .errors import OperationalError, triggered
+
+try:  # the app hosts have it (requirements/lab.txt); the in-memory repository does not need it
+    import psycopg
+    from psycopg.rows import dict_row
+except ImportError:  # pragma: no cover
+    psycopg = None
 
 # Messages of real SQLAlchemy/psycopg2 connection failures.
 _DB_FAILURES = (
@@ -39,8 +49,8 @@ def password_hash(password: str, salt: str) -> str:
     return hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), 1000).hex()
 
 
-class ConnectionPool:
-    """Stands in for SQLAlchemy's QueuePool: tracks checkouts and fails the way the real pool does."""
+class FakePool:
+    """Stands in for a pool when there is no database: tracks checkouts, fails like the real pool."""
 
     def __init__(self, size: int = 10, overflow: int = 20, rng: random.Random | None = None):
         self.rng = rng or random.Random()
@@ -52,7 +62,7 @@ class ConnectionPool:
             raise OperationalError(self.rng.choice(_DB_FAILURES))
         metrics.DB_CONNECTIONS_ACTIVE.inc()
         try:
-            yield
+            yield None
         finally:
             metrics.DB_CONNECTIONS_ACTIVE.dec()
 
@@ -62,7 +72,7 @@ class InMemoryRepository:
 
     def __init__(self, seed: int = 0, start: date | None = None, pool: ConnectionPool | None = None):
         rng = random.Random(seed)
-        self.pool = pool or ConnectionPool()
+        self.pool = pool or FakePool()
         today = start or date.today()
         self.start = today - timedelta(days=today.weekday())
         self._people = self._make_people(rng)
@@ -78,9 +88,14 @@ class InMemoryRepository:
         end = start + timedelta(days=days)
         return self._query(lambda: [dict(b) for b in self._blocks if start <= b["date"] < end])
 
-    def assignments(self, person_id: int | None = None, block_ids: set[int] | None = None) -> list[dict]:
-        return self._query(lambda: [dict(a) for a in self._assignments
+    def assignments(self, person_id: int | None = None, block_ids: set[int] | None = None, limit: int | None = None,
+                    offset: int = 0) -> list[dict]:
+        rows = self._query(lambda: [dict(a) for a in self._assignments
                                     if person_id in (None, a["person_id"]) and (block_ids is None or a["block_id"] in block_ids)])
+        return rows[offset:None if limit is None else offset + limit]
+
+    def ping(self) -> str:
+        return "ok"
 
     def user(self, email: str) -> dict | None:
         found = self._query(lambda: [dict(p) for p in self._people if p["email"] == email])
@@ -145,5 +160,152 @@ class InMemoryRepository:
         return assignments
 
 
-def get_repository(seed: int = 0) -> InMemoryRepository:
+def monday_of(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+class ConnectionPool:
+    """A small psycopg connection pool shaped like SQLAlchemy's QueuePool (``size`` kept open,
+    ``max_overflow`` more on demand, ``timeout`` to wait for one), with real gauges:
+    ``db_connections_active`` is the connections checked out now, ``db_connections_max`` size + overflow.
+    Connection failures and exhaustion raise ``sqlalchemy.exc.OperationalError`` like the real backend."""
+
+    def __init__(self, url: str, size: int = 5, max_overflow: int = 5, timeout: float = 5.0, rng: random.Random | None = None):
+        if psycopg is None:
+            raise RuntimeError("psycopg is not installed: pip install -r requirements/lab.txt")
+        if size < 1 or max_overflow < 0:
+            raise ValueError(f"DB_POOL_SIZE must be at least 1 and DB_POOL_MAX_OVERFLOW at least 0, not {size} and {max_overflow}")
+        self.url, self.size, self.max_overflow, self.timeout = url, size, max_overflow, timeout
+        self.rng = rng or random.Random()
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._lock = threading.Lock()
+        self._open = 0
+        self._address = url.rsplit("@", 1)[-1].split("/", 1)[0]  # host:port, never the password
+        metrics.DB_CONNECTIONS_MAX.set(size + max_overflow)
+        metrics.DB_CONNECTIONS_ACTIVE.set(0)
+
+    def _connect(self):
+        try:
+            return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=3,
+                                   application_name="residency-scheduler-backend")
+        except psycopg.OperationalError as exc:
+            host, _sep, port = self._address.partition(":")
+            reason = str(exc).strip().splitlines()[0].split("failed: ", 1)[-1]
+            raise OperationalError(f'(psycopg2.OperationalError) connection to server at "{host}", port {port} failed: {reason}\n\n'
+                                   "(Background on this error at: https://sqlalche.me/e/20/e3q8)") from None
+
+    def _checkout(self):
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            grow = self._open < self.size + self.max_overflow
+            if grow:
+                self._open += 1
+        if grow:
+            try:
+                return self._connect()
+            except BaseException:
+                with self._lock:
+                    self._open -= 1
+                raise
+        try:
+            return self._idle.get(timeout=self.timeout)
+        except queue.Empty:
+            raise OperationalError(f"(psycopg2.OperationalError) QueuePool limit of size {self.size} overflow {self.max_overflow} reached, "
+                                   f"connection timed out, timeout {self.timeout:.2f}\n\n"
+                                   "(Background on this error at: https://sqlalche.me/e/20/3o7r)") from None
+
+    def _discard(self, conn) -> None:
+        try:
+            conn.close()
+        finally:
+            with self._lock:
+                self._open -= 1
+
+    @contextmanager
+    def connection(self):
+        if triggered("database"):
+            raise OperationalError(self.rng.choice(_DB_FAILURES))
+        conn = self._checkout()
+        metrics.DB_CONNECTIONS_ACTIVE.inc()
+        healthy = True
+        try:
+            yield conn
+        except psycopg.OperationalError as exc:
+            healthy = False
+            raise OperationalError(f"(psycopg2.OperationalError) {str(exc).strip()}\n\n"
+                                   "(Background on this error at: https://sqlalche.me/e/20/e3q8)") from None
+        finally:
+            metrics.DB_CONNECTIONS_ACTIVE.dec()
+            if not healthy or conn.closed or self._idle.qsize() >= self.size:
+                self._discard(conn)  # overflow connections close on return, as in QueuePool
+            else:
+                self._idle.put(conn)
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._discard(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+
+_PERSON = "id, name, type, email, pgy_level, faculty_role"
+_BLOCK = "id, date, time_of_day, block_number, is_weekend, is_holiday, day_type, actual_date"
+_ASSIGNMENT = ("id, block_id, person_id, rotation_template_id, role, override_reason, override_acknowledged_at, created_by, created_at")
+
+
+class PostgresRepository:
+    """The schedule in PostgreSQL (db/schema.sql), behind the same methods as ``InMemoryRepository``."""
+
+    def __init__(self, pool: ConnectionPool, start: date | None = None):
+        self.pool = pool
+        self.start = start or monday_of(date.today())  # the seed's first day
+
+    def people(self, person_type: str | None = None) -> list[dict]:
+        return self._query(f"SELECT {_PERSON} FROM people WHERE %(type)s::text IS NULL OR type = %(type)s ORDER BY id",
+                           {"type": person_type})
+
+    def blocks(self, start: date, days: int) -> list[dict]:
+        return self._query(f"SELECT {_BLOCK} FROM blocks WHERE date >= %(start)s AND date < %(end)s ORDER BY date, time_of_day",
+                           {"start": start, "end": start + timedelta(days=days)})
+
+    def assignments(self, person_id: int | None = None, block_ids: set[int] | None = None, limit: int | None = None,
+                    offset: int = 0) -> list[dict]:
+        return self._query(f"SELECT {_ASSIGNMENT} FROM assignments "
+                           "WHERE (%(person)s::integer IS NULL OR person_id = %(person)s) "
+                           "AND (%(blocks)s::integer[] IS NULL OR block_id = ANY(%(blocks)s)) "
+                           "ORDER BY block_id, id LIMIT %(limit)s OFFSET %(offset)s",
+                           {"person": person_id, "blocks": sorted(block_ids) if block_ids is not None else None,
+                            "limit": limit, "offset": offset})
+
+    def user(self, email: str) -> dict | None:
+        rows = self._query(f"SELECT p.{_PERSON.replace(', ', ', p.')}, u.password_salt, u.hashed_password AS password_hash, "
+                           "u.is_active, u.is_locked FROM users u JOIN people p ON p.id = u.person_id WHERE u.email = %(email)s",
+                           {"email": email})
+        return rows[0] if rows else None
+
+    def ping(self) -> str:
+        """"ok" when a pooled connection answers, else the error (for /health)."""
+        try:
+            self._query("SELECT 1 AS ok", {})
+        except OperationalError as exc:
+            return str(exc).split("\n", 1)[0]
+        return "ok"
+
+    def _query(self, sql: str, params: dict) -> list[dict]:
+        with self.pool.connection() as conn:
+            started = time.perf_counter()
+            try:
+                return conn.execute(sql, params).fetchall()
+            finally:
+                metrics.DB_QUERY_DURATION.observe(time.perf_counter() - started)
+
+
+def get_repository(seed: int = 0, database_url: str = "", pool_size: int = 5, max_overflow: int = 5):
+    """PostgreSQL when ``database_url`` is set, else generated data."""
+    if database_url:
+        return PostgresRepository(ConnectionPool(database_url, pool_size, max_overflow))
     return InMemoryRepository(seed=seed)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import testinfra
 
 testinfra_hosts = ["local://"]
 
@@ -37,8 +38,12 @@ def test_deployment_correlated_and_rolled_back(host, record):
     assert data["decision"]["deployment_correlated"] in (True, "True")
     assert data["decision"]["rollback_to"] == "v1.4.1"
     for app in ("app1", "app2"):
-        link = host.file(str(LAB / "hosts" / app / "releases" / "current"))
-        assert link.is_symlink and link.linked_to.endswith("v1.4.1")
+        # inside the app host, over SSH with the lab's ssh config: the real system's path
+        app_host = testinfra.get_host(f"ssh://{app}", ssh_config=str(LAB / "ssh" / "config"))
+        link = app_host.file("/srv/residency-scheduler/releases/current")
+        assert link.is_symlink and link.linked_to == "/srv/residency-scheduler/releases/v1.4.1"
+        assert app_host.service("residency-scheduler-backend").is_running
+    assert host.file(str(LAB / "hosts" / "app1" / "srv" / "releases" / "current")).linked_to.endswith("v1.4.1")
     assert any("rolled back v1.4.2 to v1.4.1" in action["action"] for action in data["actions"])
 
 
