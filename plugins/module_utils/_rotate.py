@@ -383,8 +383,8 @@ class Rotation:
             after = f"{file_line}: keys {', '.join([fingerprint(k) for k in kept] + [new_fp + ' (new)'])}\n"
         else:
             before = f"{file_line}: secret fp {fingerprint(cur.get('secret'))}\n"
-            after = f"{file_line}: secret fp {new_fp} (new)" + (f", previous fp {fingerprint(cur.get('secret'))} kept in {self.o['previous_key']}"
-                                                                 if self.o.get("previous_key") else "") + "\n"
+            previous_note = f", previous fp {fingerprint(cur.get('secret'))} kept in {self.o['previous_key']}" if self.o.get("previous_key") else ""
+            after = f"{file_line}: secret fp {new_fp} (new){previous_note}\n"
         if self.consumers:
             after += "".join(f"then: {' '.join(argv)}\n" for argv in self.consumers)
         return {"before": before, "after": after}

@@ -111,7 +111,7 @@ options:
     type: bool
     default: true
   jwt_claims:
-    description: Claims of the test token for O(kind=jwt_secret), for example V({sub: hdk_1a2b3c4d}); C(iat) and C(exp) are added.
+    description: 'Claims of the test token for O(kind=jwt_secret), for example V({"sub": "hdk_1a2b3c4d"}); C(iat) and C(exp) are added.'
     type: dict
   previous_key:
     description: For O(kind=jwt_secret), the list (dotted path) of previous secrets the app still accepts; the old secret is put first.

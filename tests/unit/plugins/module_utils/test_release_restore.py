@@ -86,8 +86,8 @@ def test_files_restore_check_mode_diff_and_idempotence(monkeypatch, home):
     again, failed = restore(monkeypatch, home, version=home["old"])
     assert not failed and again["changed"] is False
 
-    listed, failed = run_module(monkeypatch, release_module.main, {"path": str(home["root"]), "layout": "files",
-                                                                    "backup_dir": str(home["backups"])})
+    list_args = {"path": str(home["root"]), "layout": "files", "backup_dir": str(home["backups"])}
+    listed, failed = run_module(monkeypatch, release_module.main, list_args)
     assert not failed and listed["current"] == home["old"]
     assert [b["version"] for b in listed["backups"]] == [home["old"], home["new"]]
     assert listed["backups"][0]["metrics"] == METRICS
@@ -205,8 +205,8 @@ def test_releases_layout_restore_swaps_link_and_rejects_corruption(monkeypatch, 
 
 
 def test_bad_archive_pattern_and_layout_action(monkeypatch, tmp_path):
-    result, failed = run_module(monkeypatch, release_module.main, {"path": str(tmp_path), "backup_dir": str(tmp_path),
-                                                                    "archive_pattern": "backup.tar.gz"})
+    bad_pattern = {"path": str(tmp_path), "backup_dir": str(tmp_path), "archive_pattern": "backup.tar.gz"}
+    result, failed = run_module(monkeypatch, release_module.main, bad_pattern)
     assert failed and result["msg"].startswith("archive_pattern:")
     result, failed = run_module(monkeypatch, release_module.main, {"path": str(tmp_path), "layout": "files", "action": "rollback"})
     assert failed and result["msg"].startswith("layout:")
