@@ -18,7 +18,8 @@ description:
   - Idempotent; an address already blocked is left alone (O(refresh=true) restarts its expiry instead).
   - Guard rails, loopback, link-local and the unspecified address can never be blocked, nor anything overlapping O(protect)
     (put the bastion and monitoring networks there); O(max_addresses) bounds one run.
-  - With O(denylist_file) the same addresses are also kept in a JSON denylist the application reads (C({"blocked": [{"address", "expires", "reason"}]})),
+  - With O(denylist_file) the same addresses are also kept in a JSON denylist the application reads
+    (an object whose C(blocked) list holds C(address), C(added), C(expires), C(reason)),
     written atomically, expired entries pruned, followed by O(denylist_reload_command).
 options:
   addresses:
