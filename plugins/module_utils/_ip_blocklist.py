@@ -21,12 +21,12 @@ import os
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 # Never blockable, whatever the input: locking out loopback / link-local / the unspecified address breaks the host.
 ALWAYS_PROTECTED = ["127.0.0.0/8", "::1/128", "0.0.0.0/32", "::/128", "169.254.0.0/16", "fe80::/10"]
 
-Runner = Callable[[list[str], str | None], tuple[int, str, str]]
+Runner = Callable[[list[str], Optional[str]], tuple[int, str, str]]
 
 
 class BlocklistError(Exception):

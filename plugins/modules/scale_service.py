@@ -170,7 +170,7 @@ def main() -> None:
             "health_url": {"type": "str", "required": True},
             "health_timeout": {"type": "float", "default": 30},
             "health_interval": {"type": "float", "default": 0.5},
-            "health_passes": {"type": "int", "default": 2},
+            "health_passes": {"type": "int", "default": 2, "no_log": False},
             "lb_type": {"type": "str", "default": "nginx", "choices": ["nginx", "haproxy", "none"]},
             "lb_upstream_file": {"type": "path"},
             "lb_name": {"type": "str"},

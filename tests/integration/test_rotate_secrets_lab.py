@@ -12,7 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 import requests
 import yaml
@@ -220,7 +219,7 @@ def test_no_secret_in_any_output_or_file(hd, postgres_server, tmp_path):
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=tmp_path, delete=False) as handle:
         json.dump(extra, handle)
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-vvv", "--diff", "-i", "localhost,", "-c", "local",
-                           str(playbook), "-e", f"@{handle.name}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+                           str(playbook), "-e", f"@{handle.name}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     new = auth(hd)
     new_db = env_file.read_text().split("=", 1)[1].strip()
