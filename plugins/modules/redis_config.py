@@ -19,7 +19,7 @@ extends_documentation_fragment:
   - sre.runbooks.redis
 options:
   settings:
-    description: Configuration parameters and their values, for example V({maxmemory: 512mb, maxmemory-policy: allkeys-lru}).
+    description: Configuration parameters and their values, such as V(maxmemory) V(512mb) and V(maxmemory-policy) V(allkeys-lru).
     type: dict
     required: true
   rewrite:
