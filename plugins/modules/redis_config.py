@@ -50,6 +50,10 @@ rewritten:
   description: Whether C(CONFIG REWRITE) ran.
   returned: always
   type: bool
+reachable:
+  description: V(false) when Redis could not be reached and O(allow_unreachable=true) (nothing was changed).
+  returned: when unreachable
+  type: bool
 """
 
 import re
@@ -91,7 +95,11 @@ def main() -> None:
         module.fail_json(msg="settings: give at least one parameter")
     try:
         client = client_from_params(module.params)
-    except (ValueError, RedisUnreachable, RedisReplyError) as exc:
+    except RedisUnreachable as exc:
+        if module.params["allow_unreachable"]:
+            module.exit_json(changed=False, reachable=False, changes={}, rewritten=False, msg=str(exc))
+        module.fail_json(msg=str(exc))
+    except (ValueError, RedisReplyError) as exc:
         module.fail_json(msg=str(exc))
     changes, done, rewritten = {}, [], False
     try:
