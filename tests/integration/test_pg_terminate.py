@@ -14,9 +14,20 @@ from psycopg import sql
 from ansible_collections.sre.runbooks.plugins.modules import pg_terminate
 from tests.unit.plugins.modules.utils import run_module
 
-from ._postgres import PG_BIN, PostgresServer, wait_until
-
 pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.integration._postgres"]
+
+
+def _pg():
+    """tests/integration/_postgres.py, imported after pytest loaded it as a plugin (importing it at module level
+    would keep pytest from rewriting its asserts)."""
+    from tests.integration import _postgres  # pylint: disable=import-outside-toplevel
+    return _postgres
+
+
+def wait_until(*args, **kwargs):
+    return _pg().wait_until(*args, **kwargs)
+
 
 REPL_ROLE = "replicator"
 REPL_PASSWORD = "repl-test-password"
@@ -24,7 +35,7 @@ REPL_PASSWORD = "repl-test-password"
 
 @pytest.fixture(scope="module")
 def server():
-    with PostgresServer(max_connections=40) as pg:
+    with _pg().PostgresServer(max_connections=40) as pg:
         with pg.connect() as conn:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN REPLICATION PASSWORD {}").format(sql.Identifier(REPL_ROLE), sql.Literal(REPL_PASSWORD)))
         yield pg
@@ -89,7 +100,7 @@ def receivewal(server, tmp_path):
     target = tmp_path / "wal"
     target.mkdir()
     env = dict(os.environ, PGPASSWORD=REPL_PASSWORD)
-    proc = subprocess.Popen([str(PG_BIN / "pg_receivewal"), "-D", str(target), "-h", server.host, "-p", str(server.port),
+    proc = subprocess.Popen([str(_pg().PG_BIN / "pg_receivewal"), "-D", str(target), "-h", server.host, "-p", str(server.port),
                              "-U", REPL_ROLE, "--no-loop", "-w"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def streaming():
