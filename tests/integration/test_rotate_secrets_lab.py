@@ -169,6 +169,18 @@ PLAYBOOK = """
         key: DB_PASSWORD
       register: dbpw
 
+    - name: Terminate a (non-existent) leaking application's sessions with the same admin credentials
+      sre.runbooks.pg_terminate:
+        host: 127.0.0.1
+        port: "{{ pg_port }}"
+        user: postgres
+        password: "{{ pg_password }}"
+        database: residency_scheduler
+        sslmode: disable
+        action: terminate
+        application_name_filter: [leaky-app]
+      register: terminated
+
     - name: A failing rotation (rolled back) must not leak either
       sre.runbooks.rotate_credentials:
         kind: jwt_secret
@@ -191,6 +203,7 @@ PLAYBOOK = """
           - {action: rotate api key, host: localhost, result: "{{ apikey }}"}
           - {action: rotate db password, host: localhost, result: "{{ dbpw }}"}
           - {action: failed rotation, host: localhost, result: "{{ failing }}"}
+          - {action: terminate sessions, host: localhost, result: "{{ terminated }}"}
         events:
           - {event: rotated, detail: "{{ jwt.msg }} / {{ apikey.msg }} / {{ dbpw.msg }}"}
 """
@@ -236,7 +249,7 @@ def test_no_secret_in_any_output_or_file(hd, postgres_server, tmp_path):
         if path.exists():
             texts[str(path)] = path.read_text()
     assert "incident.json" in " ".join(texts) and "rotate_credentials" in proc.stdout
-    assert "secret_fingerprint" in texts["stdout"]
+    assert "secret_fingerprint" in texts["stdout"] and "\"own_pid\"" in texts["stdout"]
     for secret in set(secrets_before + secrets_after):
         for name, text in texts.items():
             assert secret not in text, f"a secret ({secret[:4]}…) leaked into {name}"
