@@ -45,7 +45,7 @@ sanity: install ## ansible-test sanity, no ignore file
 	@pip_version=$$($(BIN)/python -c "import re,ansible_test,pathlib; print(re.search(r\"pip='([0-9.]+)'\", (pathlib.Path(ansible_test.__file__).parent/'_internal/python_requirements.py').read_text()).group(1))"); \
 	  cache=$$HOME/.ansible/test/cache/get_pip_$${pip_version//./_}.py; \
 	  test -s $$cache || { mkdir -p $$(dirname $$cache) && cp scripts/ansible-test-get-pip.py $$cache; }
-	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --python 3.11 --requirements --color no
+	cd $(SANITY_ROOT) && $(BIN)/ansible-test sanity --python 3.11 --requirements --color no $(SANITY_ARGS)
 
 lint: install ## ansible-lint, production profile
 	$(BIN)/ansible-lint --profile production

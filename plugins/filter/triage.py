@@ -36,10 +36,10 @@ def _error_onset(history, threshold=0.05, groups=None):
     if isinstance(history, dict):
         series = history.get("series") or []
         points = series[0].get("values", []) if series else []
-    onset = error_onset(points or [], float(threshold))
-    if onset is None and groups:
-        seen = sorted(g["first_seen"] for g in groups if isinstance(g, dict) and g.get("first_seen"))
-        onset = seen[0] if seen else None
+    seen = sorted(g["first_seen"] for g in groups or [] if isinstance(g, dict) and g.get("first_seen"))
+    onset = error_onset(points or [], float(threshold), seen)
+    if onset is None and seen:
+        onset = seen[0]
     return onset
 
 

@@ -1025,6 +1025,7 @@ def load_postgres(conn, mapping: PostgresMapping, module_params: dict | None = N
 
     shifts = []
     ignored = 0
+    blocks: dict[Any, dict[str, Any]] = {}
     moments: dict[tuple, tuple[datetime, datetime]] = {}
     for row in assignments:
         shift = assignment_to_shift(row, mapping.rules, mapping.block_hours, mapping.tz, moments)
@@ -1032,10 +1033,13 @@ def load_postgres(conn, mapping: PostgresMapping, module_params: dict | None = N
             ignored += 1
         else:
             shifts.append(shift)
+            blocks[row["assignment_id"]] = {"block_id": row["block_id"], "date": row["block_date"], "time_of_day": row["time_of_day"],
+                                            "role": row.get("role")}
     people = [{"id": r["id"], "name": r["name"], "type": r["type"], "pgy_level": r["pgy_level"]} for r in people_rows]
     return {
         "people": people,
         "shifts": shifts,
+        "assignments": blocks,
         "source": {"assignments": len(assignments), "ignored_assignments": ignored, "shifts": len(shifts), "people": len(people),
                    "date_from": first.isoformat() if first else None, "date_to": last.isoformat() if last else None,
                    "missing_columns": missing_columns},
@@ -1077,3 +1081,42 @@ def assignment_to_shift(row: dict[str, Any], rules: list[dict[str, Any]], block_
     if chosen and chosen["worked"] is not None and kind == "home_call":
         shift["worked"] = chosen["worked"]
     return shift
+
+
+def source_argument_spec() -> dict[str, Any]:
+    """Options shared by the modules that read a schedule (shifts and people, or the scheduler's PostgreSQL)."""
+    from ansible_collections.sre.runbooks.plugins.module_utils._postgres import postgres_argument_spec  # pylint: disable=import-outside-toplevel
+
+    spec = postgres_argument_spec()
+    spec.update({
+        "source": {"type": "str", "choices": ["shifts", "postgres"], "default": "shifts"},
+        "shifts": {"type": "list", "elements": "dict"},
+        "people": {"type": "list", "elements": "dict"},
+        "as_of": {"type": "str", "default": "now"},
+        "timezone": {"type": "str"},
+        "rules": {"type": "list", "elements": "str", "choices": list(RULES)},
+        "weekly_hours_warning": {"type": "float", "default": 75},
+        "block_hours": {"type": "dict", "default": dict(DEFAULT_BLOCK_HOURS)},
+        "assignment_rules": {"type": "list", "elements": "dict"},
+        "date_from": {"type": "str"},
+        "date_to": {"type": "str"},
+        "db_schema": {"type": "str", "default": "public"},
+    })
+    return spec
+
+
+def read_schedule(params: dict[str, Any]) -> dict[str, Any]:
+    """``{"shifts", "people", "assignments", "source"}`` from the module's options; raises ScheduleError or PostgresError."""
+    if params["source"] != "postgres":
+        return {"shifts": params["shifts"] or [], "people": params["people"], "assignments": {}, "source": None}
+    from ansible_collections.sre.runbooks.plugins.module_utils._postgres import connect  # pylint: disable=import-outside-toplevel
+
+    if params["shifts"] is not None or params["people"] is not None:
+        raise ScheduleError("shifts/people: not used with source=postgres (the schedule is read from the database)")
+    mapping = PostgresMapping(params["timezone"], params["block_hours"], params["assignment_rules"],
+                              params["date_from"], params["date_to"], params["db_schema"])
+    conn = connect(params, read_only=True)
+    try:
+        return load_postgres(conn, mapping, module_params=params)
+    finally:
+        conn.close()

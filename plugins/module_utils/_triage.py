@@ -77,15 +77,30 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def error_onset(points: list[list[Any]], threshold: float) -> str | None:
-    """Start of the latest unbroken run of ``[time, value]`` points above ``threshold`` (None if not above now)."""
-    onset = None
-    for moment, value in points or []:
+def error_onset(points: list[list[Any]], threshold: float, first_errors: list[Any] | None = None) -> Any:
+    """Start of the latest unbroken run of ``[time, value]`` points above ``threshold`` (None if not above now).
+
+    A range query only says the ratio crossed between two steps, up to a step late; with
+    ``first_errors`` (first-seen times of the error groups in the logs) the onset is the earliest
+    error logged between the last point below the threshold and the first one above it.
+    """
+    start = None
+    for index, (_moment, value) in enumerate(points or []):
         if value is not None and value > threshold:
-            onset = onset or moment
+            start = index if start is None else start
         else:
-            onset = None
-    return onset
+            start = None
+    if start is None:
+        return None
+    crossed = points[start][0]
+    try:
+        upper = parse_time(crossed)
+        lower = parse_time(points[start - 1][0]) if start else None
+        logged = sorted((parse_time(t), t) for t in first_errors or [] if t)
+    except (TypeError, ValueError):
+        return crossed
+    inside = [raw for at, raw in logged if (lower is None or at > lower) and at <= upper]
+    return inside[0] if inside else crossed
 
 
 def deployment_correlation(deployments: list[dict[str, Any]], onset: Any, window_minutes: float = 120,

@@ -28,89 +28,14 @@ description:
     half-day blocks into clock hours and shift kinds.
   - Read-only; never changes anything and runs fully in check mode.
 extends_documentation_fragment:
+  - sre.runbooks.acgme_schedule
+  - sre.runbooks.acgme_schedule.source
   - sre.runbooks.postgres
 options:
-  source:
-    description:
-      - Where the schedule comes from. V(shifts) uses O(shifts) and O(people); V(postgres) reads the scheduler's database with the
-        connection options and needs O(timezone).
-    type: str
-    choices: [shifts, postgres]
-    default: shifts
-  shifts:
-    description:
-      - The schedule with O(source=shifts). Each shift has C(person_id), C(start) and C(end) (ISO 8601 date and time; one without a UTC
-        offset is read in O(timezone), and is an error when O(timezone) is not set) and C(kind), one of V(work), V(call) (in-house call),
-        V(home_call) or V(moonlighting).
-      - Optional C(worked) (boolean) says a V(home_call) shift was worked; only then does it count as work (its whole start to end).
-        Enter a call-in from home as its own V(home_call) shift with C(worked=true) and its real times.
-      - Optional C(id) is returned in RV(violations[].shift_ids) instead of the shift's position in the list.
-      - Identical duplicates (same person, start, end and kind) are an error; overlapping shifts of one person are merged, counted once
-        and listed in RV(warnings).
-    type: list
-    elements: dict
-  people:
-    description:
-      - The people of O(shifts), each with C(id), C(name), C(type) (V(resident) or V(faculty)) and C(pgy_level) (required for residents).
-      - Ids are compared as text, so V(1) and V("1") are the same person. Every shift's C(person_id) must be here.
-    type: list
-    elements: dict
-  as_of:
-    description:
-      - The moment that separates V(historical) violations (ending at or before it) from V(future) ones (still preventable), and whose
-        ISO week RV(approaching) looks at. V(now) or an ISO 8601 date and time.
-    type: str
-    default: now
-  timezone:
-    description:
-      - IANA name of the program's time zone (for example V(America/New_York)) for calendar days, ISO weeks and times without offset.
-      - Without it calendar days are UTC days and times without offset are an error. Required with O(source=postgres).
-    type: str
-  rules:
-    description: Check only these rules (all when empty).
-    type: list
-    elements: str
-    choices: [weekly_80h_avg4w, one_day_off_in_7, continuous_24h_plus4, rest_14h_after_24h_call, rest_8h_between_shifts, call_q3_avg4w, pgy1_supervision]
-  weekly_hours_warning:
-    description: A resident whose hours in the ISO week of O(as_of), worked and still scheduled, reach this many is listed in RV(approaching).
-    type: float
-    default: 75
   include_hours:
     description: Return RV(hours) (per person and ISO week; large for a whole year). The busiest resident's worst 28-day average is in RV(summary) either way.
     type: bool
     default: true
-  block_hours:
-    description:
-      - With O(source=postgres), the clock hours of each C(blocks.time_of_day) in O(timezone), as V(HH:MM-HH:MM); an end at or before
-        the start is on the next day.
-      - The default gives 6 h per half-day block, as the lab's scheduler counts them.
-    type: dict
-    default: {AM: "07:00-13:00", PM: "13:00-19:00"}
-  assignment_rules:
-    description:
-      - With O(source=postgres), how an assignment becomes a shift. The first rule whose C(match) fits decides; an assignment no rule
-        matches is V(work) during its block's O(block_hours).
-      - C(match) maps fields to a value or a list of accepted values (strings compared case-insensitively, all fields must fit).
-        Fields are C(role), C(activity) (C(activity_override) if set, else the rotation's C(activity_type)), C(activity_type),
-        C(activity_override), C(rotation_name), C(rotation_abbreviation), C(time_of_day), C(day_type), C(is_weekend), C(is_holiday).
-        A column the schema lacks reads as null.
-      - C(kind) is V(work), V(call), V(home_call), V(moonlighting) or V(ignore) (not a shift, such as leave).
-      - C(hours) overrides the block's clock hours, either one V(HH:MM-HH:MM) or a mapping per C(time_of_day).
-      - C(worked) marks matching V(home_call) assignments as worked.
-      - The default makes activity V(call) or V(in_house_call) in-house call (AM 07:00-13:00, PM 13:00 to 07:00 next day),
-        V(home_call) home call, and V(leave), V(vacation) or V(off) not a shift.
-    type: list
-    elements: dict
-  date_from:
-    description: With O(source=postgres), read blocks from this date (V(YYYY-MM-DD)) on. Give 27 days of history before the period of interest.
-    type: str
-  date_to:
-    description: With O(source=postgres), read blocks up to this date (inclusive).
-    type: str
-  db_schema:
-    description: With O(source=postgres), the PostgreSQL schema holding the scheduler's tables.
-    type: str
-    default: public
 notes:
   - Every rule is a resident rule; faculty appear in RV(hours) and give PGY-1 supervision coverage, never in RV(violations).
   - Days and hours outside the data count as free. The module never invents hours, so a window cut by the start of the data can only
@@ -242,8 +167,8 @@ summary:
       C(compliant), and C(max_resident_avg_4w), the busiest resident's worst 28-day average.
   returned: always
   type: dict
-warnings:
-  description: Normalisations applied, such as overlapping shifts merged.
+normalisations:
+  description: Normalisations applied, such as overlapping shifts merged; each is also a warning of the task.
   returned: always
   type: list
   elements: str
@@ -255,54 +180,22 @@ source:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.runbooks.plugins.module_utils._acgme import (
-    DEFAULT_BLOCK_HOURS,
-    RULES,
-    PostgresMapping,
-    ScheduleError,
-    check,
-    load_postgres,
-)
-from ansible_collections.sre.runbooks.plugins.module_utils._postgres import PostgresError, connect, postgres_argument_spec
+from ansible_collections.sre.runbooks.plugins.module_utils._acgme import check, read_schedule, source_argument_spec
+from ansible_collections.sre.runbooks.plugins.module_utils._postgres import PostgresError
 
 
 def main() -> None:
-    spec = postgres_argument_spec()
-    spec.update({
-        "source": {"type": "str", "choices": ["shifts", "postgres"], "default": "shifts"},
-        "shifts": {"type": "list", "elements": "dict"},
-        "people": {"type": "list", "elements": "dict"},
-        "as_of": {"type": "str", "default": "now"},
-        "timezone": {"type": "str"},
-        "rules": {"type": "list", "elements": "str", "choices": list(RULES)},
-        "weekly_hours_warning": {"type": "float", "default": 75},
-        "include_hours": {"type": "bool", "default": True},
-        "block_hours": {"type": "dict", "default": dict(DEFAULT_BLOCK_HOURS)},
-        "assignment_rules": {"type": "list", "elements": "dict"},
-        "date_from": {"type": "str"},
-        "date_to": {"type": "str"},
-        "db_schema": {"type": "str", "default": "public"},
-    })
+    spec = source_argument_spec()
+    spec["include_hours"] = {"type": "bool", "default": True}
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
                            required_if=[("source", "shifts", ("people",))])
     params = module.params
     result: dict = {"changed": False}
     try:
-        if params["source"] == "postgres":
-            if params["shifts"] is not None or params["people"] is not None:
-                raise ScheduleError("shifts/people: not used with source=postgres (the schedule is read from the database)")
-            mapping = PostgresMapping(params["timezone"], params["block_hours"], params["assignment_rules"],
-                                      params["date_from"], params["date_to"], params["db_schema"])
-            conn = connect(params, read_only=True)
-            try:
-                loaded = load_postgres(conn, mapping, module_params=params)
-            finally:
-                conn.close()
-            shifts, people = loaded["shifts"], loaded["people"]
-            result["source"] = loaded["source"]
-        else:
-            shifts, people = params["shifts"] or [], params["people"]
-        report = check(shifts, people, as_of=params["as_of"], timezone=params["timezone"], rules=params["rules"],
+        schedule = read_schedule(params)
+        if schedule["source"] is not None:
+            result["source"] = schedule["source"]
+        report = check(schedule["shifts"], schedule["people"], as_of=params["as_of"], timezone=params["timezone"], rules=params["rules"],
                        weekly_hours_warning=params["weekly_hours_warning"])
     except PostgresError as exc:
         failure = {"msg": str(exc)}
@@ -313,6 +206,10 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     if not params["include_hours"]:
         report["hours"] = []
+    # "warnings" is Ansible's own result key: these go through module.warn and stay readable as data.
+    report["normalisations"] = report.pop("warnings")
+    for warning in report["normalisations"]:
+        module.warn(warning)
     result.update(report)
     module.exit_json(**result)
 

@@ -10,8 +10,11 @@ version_added: 0.1.0
 author: sre.runbooks maintainers (@sre-runbooks)
 description:
   - Keeps the record every runbook run leaves behind, one directory per incident holding C(incident.json)
-    (alert, severity, status, timeline, findings, decision, actions, what could not be checked) and
-    C(report.md) written for a person.
+    (alert, severity, status, timeline, findings, decision, actions, notifications, escalations, follow-ups,
+    what could not be checked), C(report.md) written for a person following the runbook's documentation
+    requirements, and C(report.html), a self-contained page with the timeline and the key metric as a chart.
+  - The C(sre.runbooks.incident_timeline) callback adds every task of the run to C(timeline.jsonl) in the same
+    directory; both reports show it.
   - O(state=open) joins the newest open incident with the same O(dedup_key), so a second run for the
     same alert adds to the record instead of opening another one.
   - Every write is atomic and serialised with a lock, so a run stopped at any point leaves a readable
@@ -22,7 +25,8 @@ options:
   state:
     description:
       - V(open) opens a new incident or joins the open one with the same O(dedup_key).
-      - V(present) folds O(findings), O(decision), O(actions), O(unchecked), O(next_steps), O(events) and O(status) into the record at O(path).
+      - V(present) folds O(findings), O(decision), O(actions), O(unchecked), O(next_steps), O(events), O(status) and the other
+        record options into the record at O(path).
       - V(resolved) marks the incident resolved (and records the resolution time).
     type: str
     choices: [open, present, resolved]
@@ -65,6 +69,51 @@ options:
     description: Whether this run may remediate; recorded so the report can say "investigation only".
     type: bool
     default: false
+  kind:
+    description:
+      - Which documentation requirements the report follows; only used when a new incident is opened.
+      - V(alert) is the alert runbook's general process, V(acgme) its ACGME violation documentation,
+        V(ml) the ML incident runbook's post-incident documentation.
+    type: str
+    choices: [alert, acgme, ml]
+    default: alert
+  acknowledged:
+    description: Note the acknowledgement time (the first one is kept).
+    type: bool
+    default: false
+  escalations:
+    description: Escalations made, each a dict with C(time), C(level), C(contact), C(path) and C(reason).
+    type: list
+    elements: dict
+  notifications:
+    description:
+      - Notifications to add to the record, each a dict as the C(sre.runbooks.notify) module records them (C(time),
+        C(channel), C(event), C(template), C(status), C(attempts), C(detail) or C(error)); the role records deliveries
+        to channels that are not configured this way, as V(skipped).
+    type: list
+    elements: dict
+  documentation:
+    description:
+      - What the runbook asks to document, merged into the record, for example C(root_cause), C(lessons_learned),
+        C(recovery_steps), C(violation_details), C(affected_person), C(justification), C(corrective_action),
+        C(program_director_notification), C(tickets), C(post_mortem).
+    type: dict
+  assessment:
+    description: The severity assessment's inputs (user impact, degraded or down, affected users, facts), merged.
+    type: dict
+  severity_reasons:
+    description: Why the severity is what it is; replaces the previous list.
+    type: list
+    elements: str
+  issue_type:
+    description: The escalation table's issue type (V(application), V(database), V(security), V(compliance), ...).
+    type: str
+  metric:
+    description:
+      - The key metric around the incident, drawn in C(report.html) as a chart. A dict with C(name), C(series)
+        (a list of C([iso_time, value]) pairs), optional C(threshold), C(percent) and C(markers)
+        (each C(time), C(label), C(kind)); incident start, remediations and resolution are marked automatically.
+    type: dict
   findings:
     description:
       - Evidence gathered, each a dict with C(title), optional C(host), C(summary), and C(table) (C(columns), C(rows)).
@@ -96,7 +145,7 @@ options:
   status:
     description: New status of the incident.
     type: str
-    choices: [open, investigating, identified, mitigating, resolved, closed]
+    choices: [open, acknowledged, investigating, identified, mitigating, resolved, closed]
   summary:
     description: One-paragraph summary shown at the top of the report.
     type: str
@@ -155,6 +204,10 @@ report:
   description: Path of the rendered C(report.md).
   returned: always
   type: str
+report_html:
+  description: Path of the rendered C(report.html).
+  returned: always
+  type: str
 """
 
 from pathlib import Path
@@ -162,6 +215,10 @@ from pathlib import Path
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.runbooks.plugins.module_utils._incident import IncidentError, open_or_join, update
+
+UPDATE_KEYS = ("findings", "decision", "actions", "unchecked", "next_steps", "follow_ups", "events", "status", "summary",
+               "severity", "severity_info", "acknowledged", "escalations", "notifications", "documentation", "assessment", "severity_reasons",
+               "issue_type", "metric")
 
 
 def main() -> None:
@@ -178,6 +235,15 @@ def main() -> None:
             "title": {"type": "str"},
             "run_id": {"type": "str", "default": ""},
             "remediate": {"type": "bool", "default": False},
+            "kind": {"type": "str", "choices": ["alert", "acgme", "ml"], "default": "alert"},
+            "acknowledged": {"type": "bool", "default": False},
+            "escalations": {"type": "list", "elements": "dict"},
+            "notifications": {"type": "list", "elements": "dict"},
+            "documentation": {"type": "dict"},
+            "assessment": {"type": "dict"},
+            "severity_reasons": {"type": "list", "elements": "str"},
+            "issue_type": {"type": "str"},
+            "metric": {"type": "dict"},
             "findings": {"type": "list", "elements": "dict"},
             "decision": {"type": "dict"},
             "actions": {"type": "list", "elements": "dict"},
@@ -185,7 +251,7 @@ def main() -> None:
             "next_steps": {"type": "list", "elements": "str"},
             "follow_ups": {"type": "list", "elements": "str"},
             "events": {"type": "list", "elements": "dict"},
-            "status": {"type": "str", "choices": ["open", "investigating", "identified", "mitigating", "resolved", "closed"]},
+            "status": {"type": "str", "choices": ["open", "acknowledged", "investigating", "identified", "mitigating", "resolved", "closed"]},
             "summary": {"type": "str"},
             "severity_info": {"type": "str"},
         },
@@ -198,13 +264,13 @@ def main() -> None:
             directory, record, joined, changed = open_or_join(
                 Path(params["incident_dir"]), params["alert_name"], params["dedup_key"] or params["alert_name"],
                 params["severity"] or "warning", params["alert"], params["runbook"], params["title"] or params["alert_name"],
-                params["run_id"], params["remediate"], module.check_mode)
-            if (params["severity_info"] or params["summary"]) and not module.check_mode:
-                record, _changed_info = update(directory, {"severity_info": params["severity_info"], "summary": params["summary"]}, False)
+                params["run_id"], params["remediate"], module.check_mode, kind=params["kind"])
+            extra = {key: params[key] for key in UPDATE_KEYS if key not in ("severity", "status") and params[key]}
+            if extra and not module.check_mode:
+                record, _changed_info = update(directory, extra, False)
             module.exit_json(changed=changed, path=str(directory), id=record["id"], joined=joined, record=record,
-                             report=str(directory / "report.md"))
-        data = {key: params[key] for key in ("findings", "decision", "actions", "unchecked", "next_steps", "follow_ups",
-                                             "events", "status", "summary", "severity", "severity_info")}
+                             report=str(directory / "report.md"), report_html=str(directory / "report.html"))
+        data = {key: params[key] for key in UPDATE_KEYS}
         if params["state"] == "resolved":
             data["status"] = "resolved"
         directory = Path(params["path"])
@@ -213,7 +279,8 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     except OSError as exc:
         module.fail_json(msg=f"cannot write the incident record: {exc}")
-    module.exit_json(changed=changed, path=str(directory), id=record["id"], record=record, report=str(directory / "report.md"))
+    module.exit_json(changed=changed, path=str(directory), id=record["id"], record=record, report=str(directory / "report.md"),
+                     report_html=str(directory / "report.html"))
 
 
 if __name__ == "__main__":

@@ -180,10 +180,16 @@ def test_leak_suspect_between_two_samples(monkeypatch, postgres_server):
     steady = [app_connection(postgres_server, "steady-app") for _unused in range(2)]
     shrinking = [app_connection(postgres_server, "shrinking-app") for _unused in range(3)]
 
+    # One watcher connection for the whole test, so it is in both samples and their totals compare.
+    watcher = postgres_server.connect()
+
+    def first_sample_taken():
+        return watcher.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = 'leak-probe' "
+                               "AND query LIKE '%%SELECT pid, usename%%'").fetchall()
+
     def leak_later():
         # Start leaking once the module's session has taken its first sample.
-        postgres_server.wait_until(lambda: pids_of(postgres_server, "leak-probe", "query LIKE '%%SELECT pid, usename%%'"),
-                                   what="first sample taken")
+        postgres_server.wait_until(first_sample_taken, what="first sample taken")
         for _unused in range(3):
             opened.append(app_connection(postgres_server, "leaky-app"))
         opened.append(app_connection(postgres_server, "slow-grower"))
@@ -197,7 +203,7 @@ def test_leak_suspect_between_two_samples(monkeypatch, postgres_server):
                                   application_name="leak-probe")
     finally:
         thread.join(10)
-        for conn in opened + steady + shrinking:
+        for conn in opened + steady + shrinking + [watcher]:
             conn.close()
     assert not failed, result
     suspects = {s["application_name"]: s for s in result["leak_suspects"]}

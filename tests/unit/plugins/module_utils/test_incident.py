@@ -84,3 +84,72 @@ def test_module_open_then_present(monkeypatch, tmp_path):
 def test_module_requires_path_for_present(monkeypatch):
     result, failed = run_module(monkeypatch, incident_module.main, {"findings": []})
     assert failed and "path" in result["msg"]
+
+
+def test_report_follows_each_runbooks_documentation(tmp_path):
+    acgme_dir, _record, _joined, _changed = inc.open_or_join(tmp_path, "ACGMEViolationDetected", "v1", "critical", {}, "", "ACGME",
+                                                             "r", False, False, now=T0, kind="acgme")
+    record, _changed = inc.update(acgme_dir, {"documentation": {"violation_details": "84 h in week 47", "affected_person": "PGY-2 #17"},
+                                              "notifications": [{"time": "t1", "channel": "email", "status": "sent",
+                                                                 "template": "acgme_notification"}]}, False)
+    report = (acgme_dir / "report.md").read_text()
+    assert "**Violation details:** 84 h in week 47" in report and "**Affected person:** PGY-2 #17" in report
+    assert "**Justification (if override):** _not documented yet_" in report
+    assert "**Program Director notification:** email sent at t1" in report
+    ml_dir, _record, _joined, _changed = inc.open_or_join(tmp_path, "ModelAccuracy", "m1", "sev2", {}, "", "ML", "r", False, False,
+                                                          now=T0, kind="ml")
+    inc.update(ml_dir, {"documentation": {"root_cause": "stale preprocessor", "lessons_learned": "pin the preprocessor"},
+                        "actions": [{"action": "restored backup_20261122", "result": "accuracy 0.86"}]}, False)
+    report = (ml_dir / "report.md").read_text()
+    for label in ("Incident timeline", "Actions taken", "Root cause", "Recovery steps", "Lessons learned"):
+        assert f"**{label}:**" in report
+    assert "**Recovery steps:** restored backup_20261122 (accuracy 0.86)" in report
+    assert "## Post-mortem" in report  # Severity 2 counts as critical
+    assert record["kind"] == "acgme" and (ml_dir / "report.html").is_file()
+
+
+def test_old_records_are_upgraded_and_acknowledgement_kept(tmp_path):
+    directory, _record, _joined, _changed = open_incident(tmp_path)
+    old = json.loads((directory / "incident.json").read_text())
+    for key in ("escalations", "documentation", "kind", "acknowledged_at"):
+        old.pop(key)
+    (directory / "incident.json").write_text(json.dumps(old))
+    record, _changed = inc.update(directory, {"acknowledged": True, "escalations": [{"level": 1, "contact": "DBA"}]}, False, now=T0)
+    first = record["acknowledged_at"]
+    record, _changed = inc.update(directory, {"acknowledged": True}, False)
+    assert record["acknowledged_at"] == first and record["escalations"][0]["contact"] == "DBA" and record["kind"] == "alert"
+
+
+def test_chart_has_series_threshold_and_markers(tmp_path):
+    directory, _record, _joined, _changed = open_incident(tmp_path)
+    series = [["2026-11-23T08:50:00Z", 0.0], ["2026-11-23T09:05:00Z", 0.4], ["2026-11-23T09:30:00Z", None], ["2026-11-23T09:40:00Z", 0.01]]
+    record, _changed = inc.update(directory, {"metric": {"name": "error ratio", "threshold": 0.05, "series": series},
+                                              "actions": [{"time": "2026-11-23T09:10:00Z", "action": "rollback"}]}, False)
+    svg = inc.render_chart(record)
+    assert svg.count("<polyline") == 1 and 'class="threshold"' in svg and "threshold 5 %" in svg
+    assert 'marker-start' in svg and 'marker-remediation' in svg
+    assert inc.render_chart({**record, "metric": {"series": [["2026-11-23T09:00:00Z", 1]]}}) == ""
+
+
+def test_unconfigured_channels_are_one_line_attempts_are_rows(tmp_path):
+    directory, _record, _joined, _changed = open_incident(tmp_path)
+    inc.update(directory, {"notifications": [
+        {"time": "t1", "channel": "slack", "event": "update", "status": "skipped", "attempts": 0},
+        {"time": "t2", "channel": "slack", "event": "resolve", "status": "skipped", "attempts": 0},
+        {"time": "t3", "channel": "grafana", "event": "trigger", "status": "skipped", "attempts": 0},
+        {"time": "t4", "channel": "email", "event": "update", "status": "failed", "attempts": 4, "error": "SMTP 451"},
+    ]}, False)
+    report = (directory / "report.md").read_text()
+    assert "Not sent, channel not configured: slack (2), grafana (1)." in report
+    assert "| t4 | email | update |  | failed | 4 | SMTP 451 |" in report and "| t1 |" not in report
+
+
+def test_same_remediation_on_several_hosts_is_one_marker(tmp_path):
+    directory, _record, _joined, _changed = open_incident(tmp_path)
+    series = [["2026-11-23T08:50:00Z", 0.0], ["2026-11-23T09:30:00Z", 0.2]]
+    record, _changed = inc.update(directory, {"metric": {"name": "m", "series": series}, "actions": [
+        {"time": "2026-11-23T09:10:00Z", "host": "app1", "action": "rollback"},
+        {"time": "2026-11-23T09:10:01Z", "host": "app2", "action": "rollback"},
+        {"time": "2026-11-23T09:20:00Z", "host": "app1", "action": "restart"}]}, False, now=T0)
+    svg = inc.render_chart(record)
+    assert svg.count("marker-remediation") == 2 and svg.count(">rollback<") == 1

@@ -51,6 +51,18 @@ def test_onset_is_start_of_latest_run_above_threshold():
     assert triage.error_onset([["t1", None], ["t2", 0.5]], 0.05) == "t2"
 
 
+def test_onset_refined_by_the_first_error_logged_between_two_steps():
+    points = [["2026-11-23T11:41:40.515Z", 0.0], ["2026-11-23T11:42:40.515Z", 0.01], ["2026-11-23T11:43:40.515Z", 0.4],
+              ["2026-11-23T11:44:40.515Z", 0.45]]
+    # 11:30 is an old sporadic error (before the last quiet step), 11:42:46 the burst's first.
+    logged = ["2026-11-23T11:30:00Z", "2026-11-23T11:43:10Z", "2026-11-23T11:42:46.514Z"]
+    assert triage.error_onset(points, 0.05, logged) == "2026-11-23T11:42:46.514Z"
+    # Nothing logged inside the step: the crossing point stands.
+    assert triage.error_onset(points, 0.05, ["2026-11-23T11:30:00Z"]) == "2026-11-23T11:43:40.515Z"
+    # Errors from the very first point: anything logged up to it counts.
+    assert triage.error_onset(points[2:], 0.05, logged) == "2026-11-23T11:30:00Z"
+
+
 DEPLOYS = [
     {"host": "app1", "current": "v1.4.2", "previous": "v1.4.1", "deployed_at": "2026-11-23T09:00:00+00:00"},
     {"host": "app2", "current": "v1.4.2", "previous": "v1.4.1", "deployed_at": "2026-11-23T09:01:00+00:00"},
