@@ -228,7 +228,8 @@ def test_no_secret_in_any_output_or_file(hd, postgres_server, tmp_path):
              "pg_password": postgres_server.superuser_password, "env_file": str(env_file)}
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_LOG_PATH=str(log_file),
                ANSIBLE_COLLECTIONS_PATH=str(REPO_ROOT / ".collections"), ANSIBLE_PYTHON_INTERPRETER=sys.executable,
-               ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_KEEP_REMOTE_FILES="0")
+               ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_KEEP_REMOTE_FILES="0",
+               ANSIBLE_CALLBACKS_ENABLED="sre.runbooks.incident_timeline")  # the incident timeline on
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=tmp_path, delete=False) as handle:
         json.dump(extra, handle)
     proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-vvv", "--diff", "-i", "localhost,", "-c", "local",
@@ -249,6 +250,8 @@ def test_no_secret_in_any_output_or_file(hd, postgres_server, tmp_path):
         if path.exists():
             texts[str(path)] = path.read_text()
     assert "incident.json" in " ".join(texts) and "rotate_credentials" in proc.stdout
+    timeline = next(text for name, text in texts.items() if name.endswith("timeline.jsonl"))
+    assert "Rotate the JWT secret" in timeline and "Replace the partner API key" in timeline  # the timeline recorded the tasks
     assert "secret_fingerprint" in texts["stdout"] and "\"own_pid\"" in texts["stdout"]
     for secret in set(secrets_before + secrets_after):
         for name, text in texts.items():
