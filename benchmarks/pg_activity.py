@@ -35,6 +35,20 @@ from ansible_collections.sre.runbooks.plugins.module_utils import _pg_activity, 
 from ansible_collections.sre.runbooks.plugins.modules.pg_activity import options_from_params  # noqa: E402  pylint: disable=wrong-import-position
 
 
+EQUIVALENT_SQL = """
+SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections'), count(*)
+  FROM pg_stat_activity WHERE backend_type = 'client backend';
+SELECT state, usename, application_name, client_addr, count(*) FROM pg_stat_activity
+ WHERE backend_type = 'client backend' GROUP BY 1, 2, 3, 4 ORDER BY 5 DESC;
+SELECT pid, usename, application_name, now() - query_start AS running, left(query, 500) FROM pg_stat_activity
+ WHERE state = 'active' AND now() - query_start > interval '60 seconds' AND pid <> pg_backend_pid()
+ ORDER BY running DESC LIMIT 50;
+SELECT pid, usename, application_name, now() - state_change AS idle FROM pg_stat_activity
+ WHERE state LIKE 'idle in transaction%' AND now() - state_change > interval '30 seconds' ORDER BY idle DESC LIMIT 50;
+SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity WHERE cardinality(pg_blocking_pids(pid)) > 0;
+"""
+
+
 def hold_connections(server: PostgresServer, count: int) -> list:
     """Open ``count`` application connections: most idle, some idle in transaction, some busy."""
     held = []
@@ -94,6 +108,9 @@ def main() -> int:
                 conn.close()
 
         psql_argv = ["psql", "-X", "-At", "-c", "SELECT count(*) FROM pg_stat_activity"]
+        # The same questions pg_activity answers, by hand in one psql call: usage vs the limits, the breakdown,
+        # long-running and idle-in-transaction sessions and blocking chains (no leak sampling, no findings).
+        psql_equivalent_argv = ["psql", "-X", "-At", "-c", EQUIVALENT_SQL]
         psql_env = server.psql_env()
         psql_out = subprocess.run(psql_argv, env=psql_env, check=True, capture_output=True, text=True).stdout.strip()
 
@@ -109,6 +126,8 @@ def main() -> int:
         results = [
             summary("psql -c 'SELECT count(*) FROM pg_stat_activity'",
                     timed(lambda: subprocess.run(psql_argv, env=psql_env, check=True, capture_output=True), args.repeat)),
+            summary("psql, the same breakdown by hand (5 statements)",
+                    timed(lambda: subprocess.run(psql_equivalent_argv, env=psql_env, check=True, capture_output=True), args.repeat)),
             summary("pg_activity module process (one sample)",
                     timed(lambda: subprocess.run(module_argv, env=module_env, check=True, capture_output=True), args.repeat)),
             summary("  of which start-up (python + ansible + psycopg imports)",
@@ -127,9 +146,11 @@ def main() -> int:
     print(f"\n{'what':58} {'median ms':>10} {'min ms':>8} {'max ms':>8}")
     for row in results:
         print(f"{row['name']:58} {row['median_ms']:10.1f} {row['min_ms']:8.1f} {row['max_ms']:8.1f}")
-    base = results[0]["median_ms"]
-    print(f"\nratio module process / psql: {results[1]['median_ms'] / base:.2f}x; "
-          f"in-process collector / psql: {results[3]['median_ms'] / base:.2f}x")
+    base, equivalent = results[0]["median_ms"], results[1]["median_ms"]
+    print(f"\nratio module process / psql count(*): {results[2]['median_ms'] / base:.2f}x; "
+          f"module process / psql equivalent: {results[2]['median_ms'] / equivalent:.2f}x; "
+          f"in-process collector / psql count(*): {results[4]['median_ms'] / base:.2f}x; "
+          f"in-process collector / psql equivalent: {results[4]['median_ms'] / equivalent:.2f}x")
     return 0
 
 

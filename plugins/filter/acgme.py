@@ -10,7 +10,6 @@ from statistics import median
 from ansible.errors import AnsibleFilterError
 
 
-
 def violation_pattern(violations, hours=None, person_id=None):
     """RepeatedACGMEViolations step 2–3: how one person's violations repeat, and their load against PGY peers.
 

@@ -8,6 +8,7 @@ the hit rate measured over the interval must be the application's, not ours.
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from typing import Any, Callable
@@ -99,6 +100,14 @@ def key_prefix(key: str, depth: int) -> str:
     return ":".join(parts[:min(depth, len(parts) - 1)])
 
 
+def mask_key(key: str, depth: int) -> str:
+    """``session:9f8e7d...`` → ``session:…#1a2b3c4d``: key names can hold session ids or e-mail addresses,
+    so only the prefix and a short stable hash (to tell keys apart and match them up) are shown."""
+    digest = hashlib.sha256(key.encode("utf-8", errors="surrogateescape")).hexdigest()[:8]
+    prefix = key_prefix(key, depth)
+    return f"{prefix}:…#{digest}" if prefix != NO_PREFIX else f"…#{digest}"
+
+
 def scan_keys(client: RedisClient, pattern: str, limit: int, count_hint: int) -> tuple[list[str], bool, int]:
     """SCAN (never KEYS) for up to ``limit`` keys matching ``pattern``; return (keys, complete, calls)."""
     seen: dict[str, None] = {}
@@ -176,7 +185,7 @@ def _validate(interval: float, sample_size: int, key_patterns: list[str] | None,
 
 
 def collect(client: RedisClient, interval: float = 5.0, key_patterns: list[str] | None = None, sample_size: int = 200,
-            memory_usage: bool = True, prefix_depth: int = 1, scan_count: int = 100,
+            memory_usage: bool = True, prefix_depth: int = 1, scan_count: int = 1000, show_key_names: bool = False,
             thresholds: dict[str, Any] | None = None, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """Hit rate (interval and since boot), memory, evictions, config, keyspace and TTL samples."""
     _validate(interval, sample_size, key_patterns, prefix_depth, scan_count)
@@ -246,7 +255,8 @@ def collect(client: RedisClient, interval: float = 5.0, key_patterns: list[str] 
             rows = sampler.sample(keys)
             entry = {"pattern": pattern, "scan_complete": complete, "scan_calls": calls}
             entry.update(summarise_ttls([ttl for _key, ttl, _size in rows], [size for _key, _ttl, size in rows]))
-            entry["largest_keys"] = [{"key": key, "bytes": size} for key, _ttl, size in
+            entry["largest_keys"] = [{"key": key if show_key_names else mask_key(key, prefix_depth), "bytes": size}
+                                     for key, _ttl, size in
                                      sorted((r for r in rows if r[2] is not None), key=lambda r: -r[2])[:5]]
             patterns_out.append(entry)
             if not key_patterns:

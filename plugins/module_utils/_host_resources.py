@@ -31,7 +31,7 @@ CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "ste
 # Flags whose *next* argument is a secret: --password x, --token x, -H "Authorization: ..." is handled below.
 _SECRET_NAME = r"[\w.-]*(?:passw(?:or)?d|passwd|pwd|secret|token|api[_-]?key|apikey|credential|private[_-]?key|auth)[\w.-]*"
 _SECRET_FLAG = re.compile(rf"^--?{_SECRET_NAME}$", re.IGNORECASE)
-_SECRET_ASSIGNMENT = re.compile(rf"^(-{{0,2}}{_SECRET_NAME}[=:])(.+)$", re.IGNORECASE)
+_SECRET_ASSIGNMENT = re.compile(rf"^(-{{0,2}}{_SECRET_NAME}[=:])(\S+)$", re.IGNORECASE)
 _SECRET_INLINE = re.compile(rf"((?:^|[\s,;&?]){_SECRET_NAME}\s*[=:]\s*)([^\s,;&]+)", re.IGNORECASE)
 _URL_CREDENTIALS = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)([^@\s/]+)(@)", re.IGNORECASE)
 _AUTH_HEADER = re.compile(r"^((?:proxy-)?authorization\s*:\s*)(.+)$", re.IGNORECASE)
@@ -52,13 +52,13 @@ def redact_argv(argv: list[str]) -> list[str]:
             out.append(arg)
             hide_next = True
             continue
-        assignment = _SECRET_ASSIGNMENT.match(arg)
-        if assignment:
-            out.append(assignment.group(1) + REDACTED)
-            continue
         header = _AUTH_HEADER.match(arg)
         if header:
             out.append(header.group(1) + REDACTED)
+            continue
+        assignment = _SECRET_ASSIGNMENT.match(arg)
+        if assignment:
+            out.append(assignment.group(1) + REDACTED)
             continue
         text = _URL_CREDENTIALS.sub(rf"\g<1>{REDACTED}\g<3>", arg)
         text = _BEARER.sub(rf"\g<1>{REDACTED}", text)

@@ -55,6 +55,12 @@ PARALLEL_MIN_FULL = 4 << 20  # the same when every line is parsed (about 40x the
 SNIFF_BYTES = 64 << 10
 SLACK_SECONDS = 60.0         # tolerated disorder of timestamps around since/until
 OTHER = "__other__"
+# Where the runbooks' systems put the client address and the account of a failed login: the scheduler writes
+# ``user=… ip=…``, the ML API ``ip=… key=<key id>``; the first field a record has is used.
+AUTH_IP_FIELDS = ("ip", "client_ip", "remote_addr", "source_ip", "src_ip")
+AUTH_ACCOUNT_FIELDS = ("account", "user", "username", "user_id", "email", "key")
+TIMELINE_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
+MAX_TIMELINE_SLOTS = 100000  # distinct time slots counted before they are coarsened (about 70 days of minutes)
 MISSING = "(missing)"
 GROUP_BY_BUILTINS = ("fingerprint", "exception_type", "level", "logger", "message", "none")
 
@@ -154,8 +160,9 @@ class Query:
             raise LogQueryError("mode", f"{self.mode!r} is not records or auth")
         self.auth_event = p.get("auth_event") or "auth_failure"
         self.auth_event_field = p.get("auth_event_field") or "event"
-        self.auth_ip_field = p.get("auth_ip_field") or "ip"
-        self.auth_account_field = p.get("auth_account_field") or "account"
+        self.auth_ip_fields = _field_names(p, "auth_ip_field", AUTH_IP_FIELDS)
+        self.auth_account_fields = _field_names(p, "auth_account_field", AUTH_ACCOUNT_FIELDS)
+        self.auth_timeline_buckets = _positive(p, "auth_timeline_buckets", 60)
         self.auth_accounts_per_ip = _positive(p, "auth_accounts_per_ip", 5)
         self.auth_ips_per_account = _positive(p, "auth_ips_per_account", 5)
         self.auth_timing_min_attempts = _positive(p, "auth_timing_min_attempts", 10)
@@ -167,7 +174,7 @@ class Query:
         if self.auth_timing_max_cv < 0:
             raise LogQueryError("auth_timing_max_cv", "must be zero or more")
 
-        default_group = "ip" if self.mode == "auth" else "fingerprint"
+        default_group = self.auth_ip_fields[0] if self.mode == "auth" else "fingerprint"
         self.group_by = p.get("group_by") or default_group
         if not isinstance(self.group_by, str) or not self.group_by.strip():
             raise LogQueryError("group_by", "must be fingerprint, exception_type, level, logger, message, none or a field name")
@@ -262,6 +269,25 @@ def _scalar_str(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _field_names(p: dict, name: str, default: tuple) -> tuple:
+    """A field name or a list of them (the first one a record has wins)."""
+    value = p.get(name)
+    if value in (None, "", []):
+        return default
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(x, str) and x.strip() for x in names):
+        raise LogQueryError(name, f"expected a field name or a list of field names, got {value!r}")
+    return tuple(x.strip() for x in names)
+
+
+def first_field(record: Record, names: tuple) -> Any:
+    for name in names:
+        value = record.get(name)
+        if value is not None and value != "":
+            return value
+    return None
 
 
 def _positive(p: dict, name: str, default: int) -> int:
@@ -675,6 +701,8 @@ class Aggregator:
         self.last_ts: Optional[float] = None
         self.by_ip: dict = {}
         self.by_account: dict = {}
+        self.auth_step = TIMELINE_STEPS[0]
+        self.auth_slots: collections.Counter = collections.Counter()
 
     def unparsed(self, line: str) -> None:
         self.unparsed_lines += 1
@@ -734,12 +762,25 @@ class Aggregator:
             entry[3].append(_record_out(self.path, sample, self.q))
 
     def _auth(self, record: Record) -> None:
-        ip = record.get(self.q.auth_ip_field)
-        account = record.get(self.q.auth_account_field)
-        ip = MISSING if ip is None else str(ip)
-        account = MISSING if account is None else str(account)
+        ip = first_field(record, self.q.auth_ip_fields)
+        account = first_field(record, self.q.auth_account_fields)
+        ip = MISSING if ip is None else _scalar_str(ip)[:200]
+        account = MISSING if account is None else _scalar_str(account)[:200]
         _auth_add(self.by_ip, ip, account, record.ts, self.q.max_groups)
         _auth_add(self.by_account, account, ip, record.ts, self.q.max_groups)
+        if record.ts is not None:
+            self.auth_slots[int(record.ts // self.auth_step)] += 1
+            if len(self.auth_slots) > MAX_TIMELINE_SLOTS and self.auth_step < TIMELINE_STEPS[-1]:
+                self._coarsen(TIMELINE_STEPS[TIMELINE_STEPS.index(self.auth_step) + 1])
+
+    def _coarsen(self, step: int) -> None:
+        """Count the timeline in slots of ``step`` seconds (bounded memory on months of failures)."""
+        if step <= self.auth_step:
+            return
+        slots: collections.Counter = collections.Counter()
+        for slot, count in self.auth_slots.items():
+            slots[slot * self.auth_step // step] += count
+        self.auth_step, self.auth_slots = step, slots
 
     def merge(self, other: "Aggregator") -> None:
         """Fold in the result of a later range (files and parts are merged in order)."""
@@ -766,6 +807,12 @@ class Aggregator:
         for mine, theirs in ((self.by_ip, other.by_ip), (self.by_account, other.by_account)):
             for key, entry in theirs.items():
                 _auth_merge(mine, key, entry, self.q.max_groups)
+        if other.auth_slots:
+            other._coarsen(self.auth_step)  # pylint: disable=protected-access
+            self._coarsen(other.auth_step)
+            self.auth_slots.update(other.auth_slots)
+            while len(self.auth_slots) > MAX_TIMELINE_SLOTS and self.auth_step < TIMELINE_STEPS[-1]:
+                self._coarsen(TIMELINE_STEPS[TIMELINE_STEPS.index(self.auth_step) + 1])
 
 
 def _min(a, b):
@@ -1618,6 +1665,16 @@ def auth_report(agg: Aggregator, query: Query) -> dict:
                                "capped": len(entry[3]) >= MAX_DISTINCT, "threshold": query.auth_ips_per_account,
                                "ips_sample": sorted(ips)[:10],
                                "detail": f"{account} failed from {_at_least(ips, entry)} addresses ({entry[0]} failures)"})
+        # Several addresses taking turns on one account at a fixed pace: one scheduler behind a botnet. (One address
+        # alone is already judged above, by IP.)
+        cv = interval_cv(entry)
+        if len(ips) >= 2 and entry[0] >= query.auth_timing_min_attempts and cv is not None and cv <= query.auth_timing_max_cv:
+            mean = entry[5] / entry[4]
+            indicators.append({"indicator": "machine_regular_timing", "account": account, "ips": len(ips), "attempts": entry[0],
+                               "interval_cv": round(cv, 3), "mean_interval_seconds": round(mean, 3),
+                               "threshold": query.auth_timing_max_cv,
+                               "detail": f"{account}: {entry[0]} failures from {_at_least(ips, entry)} addresses "
+                                         f"every {mean:.2f}s (cv {cv:.2f})"})
     indicators.sort(key=lambda i: (i["indicator"], -i["attempts"]))
     return {
         "failures": agg.matched,
@@ -1630,7 +1687,34 @@ def auth_report(agg: Aggregator, query: Query) -> dict:
                        "timing_min_attempts": query.auth_timing_min_attempts, "timing_max_cv": query.auth_timing_max_cv},
         # Only addresses an IP-based indicator flagged: a targeted account's list also holds its owner's address.
         "blocklist_candidates": sorted({i["ip"] for i in indicators if "ip" in i}),
+        "timeline": auth_timeline(agg, query.auth_timeline_buckets),
+        "fields": {"ip": list(query.auth_ip_fields), "account": list(query.auth_account_fields)},
     }
+
+
+def auth_timeline(agg: Aggregator, buckets: int) -> dict:
+    """Failures per time bucket, first to last failure, zeros included (the runbook's "review time pattern").
+
+    The bucket is the smallest of 1, 5, 15, 30 minutes, 1, 3, 6, 12 hours, 1 day, 1 week that gives at most
+    ``buckets`` rows; ``peak`` is the busiest slot at the finest resolution counted.
+    """
+    slots, step = agg.auth_slots, agg.auth_step
+    if not slots:
+        return {"bucket_seconds": None, "buckets": [], "peak": None, "peak_seconds": step, "empty_buckets": 0}
+    first, last = min(slots), max(slots)
+    peak_slot, peak_count = max(slots.items(), key=lambda kv: (kv[1], -kv[0]))
+    span = (last - first + 1) * step
+    bucket = next((size for size in TIMELINE_STEPS if size >= step and math.ceil(span / size) <= buckets), TIMELINE_STEPS[-1])
+    counts: collections.Counter = collections.Counter()
+    for slot, count in slots.items():
+        counts[slot * step // bucket] += count
+    start, end = min(counts), max(counts)
+    rows = [{"start": iso(float(index * bucket)), "failures": counts.get(index, 0)} for index in range(start, end + 1)]
+    if len(rows) > buckets:  # only with the week-long bucket: keep the most recent
+        rows = rows[-buckets:]
+    quiet = sum(1 for row in rows if row["failures"] == 0)
+    return {"bucket_seconds": bucket, "buckets": rows, "peak": {"start": iso(float(peak_slot * step)), "failures": peak_count},
+            "peak_seconds": step, "empty_buckets": quiet}
 
 
 def run_query(params: dict) -> dict:
@@ -1688,6 +1772,10 @@ def summary_line(result: dict, query: Query) -> str:
         kinds = collections.Counter(i["indicator"] for i in auth["indicators"])
         text += f"; {auth['distinct_ips']} IPs, {auth['distinct_accounts']} accounts"
         text += "; indicators: " + (", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())) if kinds else "none")
+        peak = auth["timeline"]["peak"]
+        if peak:
+            slot = "minute" if auth["timeline"]["peak_seconds"] == 60 else f"{auth['timeline']['peak_seconds'] // 60} minutes"
+            text += f"; peak {peak['failures']} in the {slot} from {peak['start'][:16].replace('T', ' ')} UTC"
     elif result["groups"]:
         top = result["groups"][0]
         text += f"; top {query.group_by}: {top['key'][:120]} ({top['count']})"

@@ -384,7 +384,66 @@ def explain(conn, statement: str, options: dict[str, Any], params: dict | None =
                 pass  # never prepared: the PREPARE itself failed
     result["explained"] = True
     result.update(summarise_plan(plan))
+    result["index_candidates"] = index_candidates(conn, result["seq_scans"], options.get("missing_index_min_rows", 10000), params)
     return result
+
+
+# A column compared with a constant or parameter in a scan filter: "(person_id = 8)", "(role = 'x'::text)", "(d >= $1)".
+_FILTER_COLUMN = re.compile(r'(?<![\w."\s])"?([A-Za-z_][\w$]*)"?\s+(=|<=|>=|<|>|~~|~~\*|= ANY|IS NULL|IS NOT NULL)\s*')
+_EQUALITY = ("=", "= ANY", "IS NULL", "IS NOT NULL")
+
+
+def filter_columns(text: str | None) -> tuple[list[str], list[str]]:
+    """Columns a scan filter compares: (equality, range), each in order of appearance, without repeats."""
+    equality: list[str] = []
+    ranged: list[str] = []
+    for column, operator in _FILTER_COLUMN.findall(text or ""):
+        target = equality if operator in _EQUALITY else ranged
+        if column not in equality and column not in ranged:
+            target.append(column)
+    return equality, ranged
+
+
+def index_candidates(conn, seq_scans: list[dict[str, Any]], min_rows: int, params: dict | None = None) -> list[dict[str, Any]]:
+    """For each filtered sequential scan of a large table, the index that would serve it (equality columns first,
+    then one range column), unless an index already leads with that column. Nothing is created here."""
+    candidates = []
+    seen = set()
+    for scan in seq_scans:
+        relation = scan.get("relation")
+        equality, ranged = filter_columns(scan.get("filter"))
+        if not relation or not (equality or ranged):
+            continue
+        rows = fetch_all(conn, MARKER + """
+            SELECT n.nspname AS schema, c.relname AS table, c.reltuples::bigint AS rows,
+                   array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS columns,
+                   array(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                         WHERE i.indrelid = c.oid) AS leading
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.oid = to_regclass(%s)""", (relation,), what="reading the explained table", module_params=params)
+        if not rows:
+            continue
+        table = rows[0]
+        columns = [c for c in equality if c in table["columns"]] + [c for c in ranged if c in table["columns"]][:1]
+        if not columns or table["rows"] < min_rows:
+            continue
+        qualified = f"{table['schema']}.{table['table']}"
+        key = (qualified, tuple(columns))
+        if key in seen:
+            continue
+        seen.add(key)
+        name = f"{table['table']}_{'_'.join(columns)}_idx"[:63]
+        entry = {"table": qualified, "schema": table["schema"], "relation": table["table"], "columns": columns, "name": name,
+                 "rows": table["rows"], "filter": scan.get("filter"),
+                 "definition": f"CREATE INDEX CONCURRENTLY {name} ON {qualified} ({', '.join(columns)})"}
+        if columns[0] in table["leading"]:
+            entry["exists"] = True
+            entry["note"] = (f"an index on {qualified} already leads with {columns[0]} and the planner chose a sequential scan: "
+                             "check statistics (ANALYZE) and the filter's selectivity before adding another")
+        else:
+            entry["exists"] = False
+        candidates.append(entry)
+    return candidates
 
 
 def statement_for_queryid(conn, status: dict[str, Any], queryid: int, params: dict | None = None) -> str:
@@ -420,6 +479,9 @@ def findings(result: dict[str, Any], options: dict[str, Any]) -> list[str]:
         seq = [s["relation"] for s in plan["seq_scans"]]
         lines.append(f"explain: total cost {plan['total_cost']}, {plan['plan_rows']} rows estimated"
                      + (f", sequential scan of {', '.join(seq)}" if seq else ""))
+        for candidate in plan.get("index_candidates", []):
+            lines.append(candidate["note"] if candidate["exists"] else
+                         f"missing index: {candidate['definition']} ({candidate['rows']} rows scanned sequentially for {candidate['filter']})")
     elif plan:
         lines.append(f"explain not possible: {plan['reason']}")
     return lines

@@ -52,9 +52,9 @@ class RespReader:
     def _line(self) -> bytes:
         line = self.stream.readline()
         if not line:
-            raise RedisUnreachable("connection closed by Redis")
+            raise RedisUnreachable("connection closed by the server (is it Redis, and does it need tls?)")
         if not line.endswith(b"\r\n"):
-            raise RedisProtocolError(f"malformed reply line {line[:40]!r}")
+            raise RedisProtocolError(f"not a Redis reply: {line[:40]!r} (is this port Redis, and is tls set right?)")
         return line[:-2]
 
     def read(self) -> Any:
@@ -83,7 +83,7 @@ class RespReader:
             if count < 0:
                 return None
             return [self.read() for _index in range(count)]
-        raise RedisProtocolError(f"not a Redis reply: {line[:40]!r} (is this port Redis, and is TLS set right?)")
+        raise RedisProtocolError(f"not a Redis reply: {line[:40]!r} (is this port Redis, and is tls set right?)")
 
 
 def _text(value: Any) -> Any:
@@ -124,7 +124,12 @@ class RedisClient:
         try:
             if password:
                 args = ["AUTH", username, password] if username else ["AUTH", password]
-                self.command(*args)
+                try:
+                    self.command(*args)
+                except RedisAuthError:
+                    raise
+                except RedisReplyError as exc:  # e.g. a password given to a server that has none
+                    raise RedisAuthError(str(exc)) from None
             if db:
                 try:
                     self.command("SELECT", db)
@@ -147,7 +152,7 @@ class RedisClient:
             self._sock.sendall(b"".join(encode_command(*cmd) for cmd in commands))
             return [_text(self._reader.read()) for _cmd in commands]
         except (OSError, ValueError) as exc:
-            raise RedisUnreachable(f"connection to Redis at {self.address} failed: {exc}") from exc
+            raise RedisUnreachable(f"connection to Redis at {self.address} failed: {exc} (is it Redis, and does it need tls?)") from exc
 
     def command(self, *args: Any) -> Any:
         reply = self.pipeline([args])[0]

@@ -36,9 +36,11 @@ options:
     type: int
     default: 200
   scan_count:
-    description: The C(COUNT) hint of each C(SCAN) call.
+    description:
+      - The C(COUNT) hint of each C(SCAN) call, between 1 and 100000. Each call stays cheap for Redis; a larger hint
+        finds keys of a rare pattern in fewer calls (the walk stops after 2000 calls).
     type: int
-    default: 100
+    default: 1000
   memory_usage:
     description:
       - Ask C(MEMORY USAGE) for each sampled key. If the command is refused (renamed, ACL), sizes are V(null) and
@@ -46,9 +48,17 @@ options:
     type: bool
     default: true
   prefix_depth:
-    description: When O(key_patterns) is omitted, keys are grouped by their first this many C(:)-separated segments.
+    description:
+      - When O(key_patterns) is omitted, keys are grouped by their first this many C(:)-separated segments.
+      - Also the prefix kept when key names are masked (see O(show_key_names)).
     type: int
     default: 1
+  show_key_names:
+    description:
+      - Show full key names in C(largest_keys). Key names often hold session ids, tokens or e-mail addresses, so by
+        default only the prefix and a short hash are shown (V(session:…#1a2b3c4d)).
+    type: bool
+    default: false
   thresholds:
     description: Limits the RV(findings) sentences are written against; they never make the module fail.
     type: dict
@@ -153,14 +163,15 @@ key_patterns:
   description:
     - One entry per pattern (V(*) when O(key_patterns) is omitted) with C(sampled), C(without_ttl),
       C(without_ttl_percent), C(ttl_seconds) (C(min), C(median), C(max) of keys that have a TTL), C(bytes)
-      (C(total), C(mean), C(max) from C(MEMORY USAGE)), C(largest_keys), C(scan_complete) and C(scan_calls).
+      (C(total), C(mean), C(max) from C(MEMORY USAGE)), C(largest_keys) (names masked unless O(show_key_names=true)),
+      C(scan_complete) and C(scan_calls).
     - C(scan_complete=false) means the sample stopped at O(sample_size) or after 2000 C(SCAN) calls.
   returned: when Redis answered
   type: list
   elements: dict
   sample: [{"pattern": "schedule:*", "sampled": 200, "without_ttl": 150, "without_ttl_percent": 75.0,
             "ttl_seconds": {"min": 12, "median": 300, "max": 3600}, "bytes": {"total": 81920, "mean": 410, "max": 2048},
-            "scan_complete": false, "scan_calls": 3, "largest_keys": [{"key": "schedule:2026-11", "bytes": 2048}]}]
+            "scan_complete": false, "scan_calls": 3, "largest_keys": [{"key": "schedule:…#1a2b3c4d", "bytes": 2048}]}]
 key_prefixes:
   description: When O(key_patterns) is omitted, the sampled keys grouped by prefix, largest group first, with the
     same statistics as RV(key_patterns). Keys without a C(:) are grouped as C((no prefix)).
@@ -203,9 +214,10 @@ def main() -> None:
         interval={"type": "float", "default": 5},
         key_patterns={"type": "list", "elements": "str", "no_log": False},
         sample_size={"type": "int", "default": 200},
-        scan_count={"type": "int", "default": 100},
+        scan_count={"type": "int", "default": 1000},
         memory_usage={"type": "bool", "default": True},
         prefix_depth={"type": "int", "default": 1},
+        show_key_names={"type": "bool", "default": False},
         thresholds={"type": "dict", "default": {}, "options": {
             "min_hit_rate": {"type": "float", "default": 0.7},
             "max_memory_percent": {"type": "float", "default": 90},
@@ -219,6 +231,7 @@ def main() -> None:
             result = collect(client, interval=params["interval"], key_patterns=params["key_patterns"],
                              sample_size=params["sample_size"], memory_usage=params["memory_usage"],
                              prefix_depth=params["prefix_depth"], scan_count=params["scan_count"],
+                             show_key_names=params["show_key_names"],
                              thresholds=params["thresholds"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))

@@ -155,14 +155,26 @@ options:
     default: event
   auth_ip_field:
     description:
-      - Field holding the client address (also read from C(ip=…) in the message).
-    type: str
-    default: ip
+      - Field, or list of fields, holding the client address; the first one a record has is used. Each is looked
+        up as a structured field, then as C(name=…) in the message.
+      - The default covers the Residency Scheduler (C(ip=…)) and the ML API (C(ip=…)).
+    type: list
+    elements: str
+    default: [ip, client_ip, remote_addr, source_ip, src_ip]
   auth_account_field:
     description:
-      - Field holding the account name (also read from C(account=…) in the message).
-    type: str
-    default: account
+      - Field, or list of fields, holding the account that was tried; the first one a record has is used.
+      - The default covers the Residency Scheduler (C(user=…)) and the ML API (C(key=…), the id of the API key
+        presented).
+    type: list
+    elements: str
+    default: [account, user, username, user_id, email, key]
+  auth_timeline_buckets:
+    description:
+      - At most this many rows in C(auth.timeline.buckets). The bucket is the smallest of 1, 5, 15, 30 minutes,
+        1, 3, 6, 12 hours, 1 day or 1 week that covers the first to the last failure in that many rows.
+    type: int
+    default: 60
   auth_accounts_per_ip:
     description:
       - An IP that failed on at least this many distinct accounts is reported (V(same_ip_many_accounts)).
@@ -175,13 +187,14 @@ options:
     default: 5
   auth_timing_min_attempts:
     description:
-      - Failures an IP needs before its timing is judged.
+      - Failures an IP (or an account tried from several IPs) needs before its timing is judged.
     type: int
     default: 10
   auth_timing_max_cv:
     description:
       - An IP whose inter-arrival times have a coefficient of variation (standard deviation / mean) at or below
         this is reported as machine-regular (V(machine_regular_timing)). People retry irregularly (about 1).
+      - The same test runs per account tried from two or more IPs (a botnet paced by one scheduler).
     type: float
     default: 0.25
 notes:
@@ -404,6 +417,18 @@ auth:
     thresholds:
       description: The thresholds applied.
       type: dict
+    timeline:
+      description:
+        - Failures over time, from the first to the last failure, empty buckets included - C(bucket_seconds),
+          C(buckets) (C(start), C(failures)), C(empty_buckets), and C(peak) (C(start), C(failures)), the busiest
+          slot of C(peak_seconds) (60 unless months of failures were counted).
+      type: dict
+      sample: {"bucket_seconds": 300, "buckets": [{"start": "2026-11-23T09:00:00.000000+00:00", "failures": 4}],
+               "empty_buckets": 0, "peak": {"start": "2026-11-23T09:02:00.000000+00:00", "failures": 3}, "peak_seconds": 60}
+    fields:
+      description: The IP and account field names looked up, in order.
+      type: dict
+      sample: {"ip": ["ip"], "account": ["account", "user"]}
 elapsed_seconds:
   description: Time the query took.
   returned: success
@@ -445,8 +470,10 @@ def argument_spec() -> dict:
         "mode": {"type": "str", "default": "records", "choices": ["records", "auth"]},
         "auth_event": {"type": "str", "default": "auth_failure"},
         "auth_event_field": {"type": "str", "default": "event"},
-        "auth_ip_field": {"type": "str", "default": "ip"},
-        "auth_account_field": {"type": "str", "default": "account"},
+        "auth_ip_field": {"type": "list", "elements": "str", "default": ["ip", "client_ip", "remote_addr", "source_ip", "src_ip"]},
+        "auth_account_field": {"type": "list", "elements": "str", "no_log": False,
+                               "default": ["account", "user", "username", "user_id", "email", "key"]},
+        "auth_timeline_buckets": {"type": "int", "default": 60},
         "auth_accounts_per_ip": {"type": "int", "default": 5},
         "auth_ips_per_account": {"type": "int", "default": 5},
         "auth_timing_min_attempts": {"type": "int", "default": 10},

@@ -70,7 +70,7 @@ options:
     elements: str
 notes:
   - Sessions of other roles show C(<insufficient privilege>) instead of their query and state unless O(user) is a superuser or a
-    member of C(pg_monitor) (or C(pg_read_all_stats)); RV(warnings) says when that happened.
+    member of C(pg_monitor) (or C(pg_read_all_stats)); RV(limitations) says when that happened.
   - Filters are sent as query parameters, never interpolated into SQL.
 seealso:
   - module: sre.runbooks.pg_slow_queries
@@ -197,8 +197,8 @@ server_version_num:
   returned: always
   type: int
   sample: 150018
-warnings:
-  description: Limits of what could be seen, such as sessions hidden by missing privileges.
+limitations:
+  description: Limits of what could be seen (each also a warning of the task), such as sessions hidden by missing privileges.
   returned: always
   type: list
   elements: str
@@ -270,6 +270,10 @@ def main() -> None:
         module.fail_postgres(exc)
     finally:
         conn.close()
+    # "warnings" is Ansible's own result key: these go through module.warn and stay readable as data.
+    result["limitations"] = result.pop("warnings", [])
+    for limitation in result["limitations"]:
+        module.warn(limitation)
     module.exit_json(changed=False, **result)
 
 

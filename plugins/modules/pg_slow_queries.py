@@ -171,6 +171,10 @@ explain:
     - C(statement), C(parameters) (number of V($n)), C(analyze), C(generic_plan), C(explained). When explained, C(total_cost), C(plan_rows),
       C(node_types) (count per plan node type), C(seq_scans) and C(index_scans) (relations read that way) and C(plan) (the JSON plan);
       with O(explain_analyze) also C(execution_time_ms), C(planning_time_ms), C(actual_rows). When not explained, C(reason).
+    - C(index_candidates) lists, for each filtered sequential scan of a table with at least O(missing_index_min_rows) rows, the
+      index that would serve it (C(table), C(columns) (equality columns first, then one range column), C(name), C(definition), a
+      C(CREATE INDEX CONCURRENTLY) statement, C(rows), C(filter)), and C(exists) with a C(note) when an index already leads with the
+      first column. Nothing is created.
   returned: when O(explain) or O(explain_queryid) is set
   type: dict
   sample: {"explained": true, "total_cost": 1693.0, "plan_rows": 1, "seq_scans": [{"relation": "assignments", "filter": "(person_id = 42)"}]}
@@ -186,8 +190,8 @@ server_version_num:
   description: The server's version as a number.
   returned: always
   type: int
-warnings:
-  description: Limits of what could be seen, such as statement texts hidden by missing privileges.
+limitations:
+  description: Limits of what could be seen (each also a warning of the task), such as statement texts hidden by missing privileges.
   returned: always
   type: list
   elements: str
@@ -254,6 +258,10 @@ def main() -> None:
         module.fail_postgres(exc)
     finally:
         conn.close()
+    # "warnings" is Ansible's own result key: these go through module.warn and stay readable as data.
+    result["limitations"] = result.pop("warnings", [])
+    for limitation in result["limitations"]:
+        module.warn(limitation)
     module.exit_json(changed=False, **result)
 
 

@@ -298,6 +298,6 @@ def test_unprivileged_role_is_told_what_it_cannot_see(monkeypatch, postgres_serv
         result, failed = activity(monkeypatch, postgres_server, superuser=False)
         privileged, _unused = activity(monkeypatch, postgres_server)
     assert not failed, result
-    assert result["warnings"] and "hidden from this user" in result["warnings"][0]
+    assert result["limitations"] and "hidden from this user" in result["limitations"][0]
     assert result["breakdown"]["state"].get("(unknown)", 0) >= 1  # other roles' states are NULL for it
-    assert privileged["warnings"] == []
+    assert privileged["limitations"] == []

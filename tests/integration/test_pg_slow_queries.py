@@ -242,6 +242,28 @@ def test_unknown_database_names_the_option(monkeypatch, postgres_server):
 def test_unprivileged_role_is_told_about_hidden_statements(monkeypatch, workload):
     result, failed = slow(monkeypatch, workload, user=workload.app_user, password=workload.app_password, sections=["statements"], top=50)
     assert not failed, result
-    assert any("<insufficient privilege>" in line for line in result["warnings"])  # the superuser's statements
+    assert any("<insufficient privilege>" in line for line in result["limitations"])  # the superuser's statements
     privileged, _unused = slow(monkeypatch, workload, sections=["statements"], top=50)
-    assert privileged["warnings"] == []
+    assert privileged["limitations"] == []
+
+
+def test_explain_names_the_missing_index_and_creates_nothing(monkeypatch, workload):
+    result, failed = slow(monkeypatch, workload, sections=[],
+                          explain="SELECT * FROM slow_assignments WHERE person_id = 7 AND role = 'primary' AND block_id > 3")
+    assert not failed, result
+    [candidate] = result["explain"]["index_candidates"]
+    assert candidate["columns"] == ["person_id", "role", "block_id"]  # equality columns first, then one range column
+    assert candidate["table"] == "public.slow_assignments" and candidate["exists"] is False
+    assert candidate["definition"] == "CREATE INDEX CONCURRENTLY slow_assignments_person_id_role_block_id_idx " \
+                                      "ON public.slow_assignments (person_id, role, block_id)"
+    assert any(line.startswith("missing index: CREATE INDEX CONCURRENTLY") for line in result["findings"])
+    with workload.connect(dbname=workload.app_database) as conn:
+        indexes = [r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'slow_assignments'")]
+    assert "slow_assignments_person_id_role_block_id_idx" not in indexes
+
+
+def test_small_tables_get_no_index_advice(monkeypatch, workload):
+    result, failed = slow(monkeypatch, workload, sections=[], missing_index_min_rows=1_000_000,
+                          explain="SELECT * FROM slow_assignments WHERE person_id = 7")
+    assert not failed, result
+    assert result["explain"]["seq_scans"] and result["explain"]["index_candidates"] == []

@@ -531,6 +531,80 @@ def test_auth_event_matcher_is_configurable(tmp_path):
     assert [r["key"] for r in run(path, mode="auth", auth_event="login_failed")["auth"]["by_ip"]] == ["10.9.9.9"]
 
 
+def test_auth_reads_both_runbook_systems_as_they_write(tmp_path):
+    """The scheduler binds ``user`` (Loguru JSON), the ML API writes ``ip=… key=<key id>`` (python logging)."""
+    scheduler = [flat(T0 + timedelta(seconds=7 * i), "WARNING", f"auth_failure user=u{i % 6} ip=203.0.113.9",
+                      event="auth_failure", user=f"u{i % 6}", ip="203.0.113.9") for i in range(12)]
+    ml = [f"{(T0 + timedelta(seconds=13 * i)).strftime('%Y-%m-%d %H:%M:%S')},123 - heart_disease.auth - WARNING - "
+          f"auth_failure ip=198.51.100.{i % 7 + 1} key=key-admin reason=invalid_api_key path=/predict" for i in range(14)]
+    cases = ((scheduler, "u0", "203.0.113.9", "same_ip_many_accounts"),
+             (ml, "key-admin", "198.51.100.1", "distributed_ips_same_account"))
+    for lines, account_key, ip_key, indicator in cases:
+        auth = run(write(tmp_path / "auth.log", lines), mode="auth")["auth"]
+        assert {r["key"] for r in auth["by_account"]} >= {account_key}, auth["by_account"]
+        assert "(missing)" not in {r["key"] for r in auth["by_account"] + auth["by_ip"]}
+        assert ip_key in {r["key"] for r in auth["by_ip"]}
+        assert indicator in {i["indicator"] for i in auth["indicators"]}
+    by_ip = run(write(tmp_path / "auth.log", ml), mode="auth")
+    assert by_ip["group_by"] == "ip" and by_ip["groups"][0]["count"] == 2
+
+
+def test_auth_field_lists_are_options(tmp_path):
+    lines = [flat(T0, "WARNING", "auth_failure", event="auth_failure", peer="10.1.1.1", login="zed", user="ignored")]
+    path = write(tmp_path / "auth.log", lines)
+    auth = run(path, mode="auth", auth_ip_field="peer", auth_account_field=["login", "user"])["auth"]
+    assert [(r["key"], r["accounts_sample"]) for r in auth["by_ip"]] == [("10.1.1.1", ["zed"])]
+    assert auth["fields"] == {"ip": ["peer"], "account": ["login", "user"]}
+    with pytest.raises(lq.LogQueryError) as info:
+        run(path, mode="auth", auth_account_field=["login", 3])
+    assert info.value.option == "auth_account_field"
+
+
+def test_auth_timing_of_a_botnet_on_one_account(tmp_path):
+    """Twelve addresses taking turns on one account every 3 s: no address alone has enough attempts, the account has."""
+    lines = [auth_line(T0 + timedelta(seconds=3 * i), f"198.51.100.{i % 12 + 1}", "admin") for i in range(48)]
+    rng = random.Random(5)
+    t = T0
+    for i in range(20):  # a person with two devices, irregular
+        t += timedelta(seconds=rng.expovariate(1 / 120))
+        lines.append(auth_line(t, f"10.0.0.{i % 2 + 1}", "erin"))
+    auth = run(write(tmp_path / "auth.log", sorted(lines)), mode="auth", auth_ips_per_account=50)["auth"]
+    regular = [i for i in auth["indicators"] if i["indicator"] == "machine_regular_timing"]
+    assert [(i.get("account"), i.get("ip"), i["ips"], i["mean_interval_seconds"]) for i in regular] == [("admin", None, 12, 3.0)]
+    assert auth["blocklist_candidates"] == []  # the account's addresses may include its owner's
+
+
+def test_auth_timeline_shows_the_time_pattern(tmp_path):
+    # 5 failures in 00:00-00:01, none for an hour, then 40 in 01:10-01:11 (20 a minute)
+    times = [T0 + timedelta(seconds=20 * i) for i in range(5)]
+    times += [T0 + timedelta(minutes=70, seconds=3 * i) for i in range(40)]
+    path = write(tmp_path / "auth.log", [auth_line(t, "192.0.2.1", "bob") for t in times])
+    timeline = run(path, mode="auth")["auth"]["timeline"]
+    assert timeline["bucket_seconds"] == 300  # 72 minutes in at most 60 rows
+    assert [row["failures"] for row in timeline["buckets"]] == [5] + [0] * 13 + [40]
+    assert timeline["buckets"][0]["start"].startswith("2026-11-23T00:00:00")
+    assert timeline["empty_buckets"] == 13
+    assert timeline["peak"] == {"start": "2026-11-23T01:10:00.000000+00:00", "failures": 20}
+    fine = run(path, mode="auth", auth_timeline_buckets=100)["auth"]["timeline"]
+    assert fine["bucket_seconds"] == 60 and len(fine["buckets"]) == 72 and sum(r["failures"] for r in fine["buckets"]) == 45
+    summary = run(path, mode="auth")["summary"]
+    assert "peak 20 in the minute from 2026-11-23 01:10 UTC" in summary
+
+
+def test_auth_timeline_stays_bounded_and_merges(tmp_path, monkeypatch):
+    lines = [auth_line(T0 + timedelta(minutes=i), "192.0.2.1", "bob") for i in range(3000)]
+    path = write(tmp_path / "auth.log", lines)
+    monkeypatch.setattr(lq, "MAX_TIMELINE_SLOTS", 500)
+    monkeypatch.setattr(lq, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(lq, "PARALLEL_MIN_FULL", 1)
+    monkeypatch.setattr(lq, "WINDOW", 8192)
+    single = run(path, mode="auth")["auth"]["timeline"]
+    multi = run(path, mode="auth", workers=3)["auth"]["timeline"]
+    assert single["peak_seconds"] == 900 and single["peak"]["failures"] == 15  # 3000 minutes: 600 slots of 5 minutes is still > 500
+    assert sum(r["failures"] for r in single["buckets"]) == 3000
+    assert multi == single
+
+
 def test_summary_is_one_readable_line(tmp_path):
     path = write(tmp_path / "app.log", mixed_log(500))
     summary = run(path, level="ERROR")["summary"]

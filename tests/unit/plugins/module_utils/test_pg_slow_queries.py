@@ -7,6 +7,7 @@ import pytest
 from ansible_collections.sre.runbooks.plugins.module_utils._pg_slow_queries import (
     ExplainRefused,
     check_explainable,
+    filter_columns,
     findings,
     summarise_plan,
 )
@@ -111,3 +112,16 @@ def test_findings_for_unavailable_extension_and_unexplained_statement():
         "2 indexes never used since statistics were reset (1024 bytes)",
         "explain not possible: has parameters",
     ]
+
+
+@pytest.mark.parametrize("text, equality, ranged", [
+    ("(person_id = 7)", ["person_id"], []),
+    ("((person_id = 7) AND (role = 'primary'::text))", ["person_id", "role"], []),
+    ("((date >= $1) AND (person_id = $2))", ["person_id"], ["date"]),
+    ("(\"Odd Name\" = 3)", [], []),  # a quoted name with a space is not guessed
+    ("(lower(email) = 'a@b'::text)", [], []),  # an expression needs an expression index, not a column one
+    ("(deleted_at IS NULL)", ["deleted_at"], []),
+    (None, [], []),
+])
+def test_filter_columns(text, equality, ranged):
+    assert filter_columns(text) == (equality, ranged)

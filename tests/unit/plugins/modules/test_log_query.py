@@ -57,6 +57,8 @@ def test_auth_mode(monkeypatch, tmp_path):
     ({"regex": "([a-z"}, "regex", "regex"),
     ({"level": "SHOUTING"}, "level", "unknown level"),
     ({"default_timezone": "Nowhere/Special"}, "default_timezone", "time zone"),
+    ({"mode": "auth", "auth_timeline_buckets": 0}, "auth_timeline_buckets", "1 or more"),
+    ({"mode": "auth", "auth_account_field": [""]}, "auth_account_field", "field name"),
 ])
 def test_bad_input_names_the_option(monkeypatch, tmp_path, args, option, words):
     params = {"path": write_log(tmp_path)}

@@ -1,0 +1,108 @@
+"""The database playbooks through ansible-playbook against a real PostgreSQL 15 (tests/integration/_postgres.py).
+
+SlowDatabaseQueries: a large table read by an unindexed column while a slow statement runs; the playbook must
+name the missing index, create it (concurrently) only with runbook_remediate, see the new plan use it, and
+change nothing on a second run. Prometheus is not there: that is a finding, not a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+pytestmark = pytest.mark.integration
+pytest_plugins = ["tests.integration._postgres"]
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = 40000
+
+
+def run_playbook(tmp_path: Path, server, playbook: str, **extra) -> tuple[subprocess.CompletedProcess, dict]:
+    inventory = {"all": {"children": {"db": {"hosts": {"db1": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "postgres_host": server.host, "postgres_port": server.port, "postgres_database": server.app_database,
+        "postgres_user": server.app_user, "postgres_password": server.app_password,
+        "postgres_admin_user": server.superuser, "postgres_admin_password": server.superuser_password}}}},
+        "vars": {"prometheus_url": "http://127.0.0.1:9"}}}  # nothing listens there
+    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
+    (tmp_path / "extra.json").write_text(json.dumps({"runbook_incident_dir": str(tmp_path / "incidents"),
+                                                     "ansible_python_interpreter": sys.executable, **extra}))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_HOME": str(tmp_path / "ansible-home")}
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.json"),
+            "-e", f"@{tmp_path / 'extra.json'}", str(REPO / "playbooks" / playbook)]
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+    records = sorted((tmp_path / "incidents").glob("*/incident.json"), key=lambda p: p.stat().st_mtime)
+    return proc, (json.loads(records[-1].read_text()) if records else {})
+
+
+@pytest.fixture()
+def slow_workload(postgres_server):
+    with postgres_server.connect(superuser=False, dbname=postgres_server.app_database) as app:
+        app.execute("DROP TABLE IF EXISTS shift_log")
+        app.execute("CREATE TABLE shift_log (id serial PRIMARY KEY, person_id int, note text)")
+        app.execute(f"INSERT INTO shift_log (person_id, note) SELECT g % 700, 'n' || g FROM generate_series(1, {ROWS}) g")
+    with postgres_server.connect(superuser=False, dbname=postgres_server.app_database) as app:
+        app.execute("ANALYZE shift_log")
+        for person in range(15):
+            app.execute("SELECT count(*) FROM shift_log WHERE person_id = %s", (person,))
+    with postgres_server.connect(dbname=postgres_server.app_database) as conn:
+        postgres_server.wait_until(lambda: conn.execute(
+            "SELECT seq_scan >= 15 FROM pg_stat_user_tables WHERE relname = 'shift_log'").fetchone()[0], what="stats flushed")
+    # The slow statement the on-call engineer is paged for, still running while the runbook looks.
+    slow = psycopg.connect(autocommit=True, **postgres_server.conninfo(False, dbname=postgres_server.app_database,
+                                                                       application_name="slow-report"))
+    thread = threading.Thread(target=_run_quietly, args=(slow, "SELECT count(*), pg_sleep(20) FROM shift_log WHERE person_id = 7"),
+                              daemon=True)
+    thread.start()
+    postgres_server.wait_until(lambda: _active(postgres_server, "slow-report"), what="slow statement running")
+    yield postgres_server
+    with postgres_server.connect() as conn:
+        conn.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'slow-report'")
+    thread.join(10)
+    slow.close()
+    with postgres_server.connect(superuser=False, dbname=postgres_server.app_database) as app:
+        app.execute("DROP TABLE IF EXISTS shift_log")
+
+
+def _run_quietly(conn, statement):
+    try:
+        conn.execute(statement)
+    except psycopg.Error:
+        pass  # cancelled at teardown
+
+
+def _active(server, application_name):
+    with server.connect() as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND state = 'active'",
+                            (application_name,)).fetchone()[0]
+
+
+def _indexes(server):
+    with server.connect(dbname=server.app_database) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'shift_log'"))
+
+
+def test_slow_queries_names_the_missing_index_and_adds_it_only_when_asked(tmp_path, slow_workload):
+    proc, record = run_playbook(tmp_path, slow_workload, "slow_database_queries.yml")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert record["decision"]["missing_indexes"] == ["CREATE INDEX CONCURRENTLY shift_log_person_id_idx ON public.shift_log (person_id)"]
+    assert record["actions"] == [] and _indexes(slow_workload) == ["shift_log_pkey"]  # investigation only
+    assert any("Prometheus" in u["what"] for u in record["unchecked"])
+
+    proc, record = run_playbook(tmp_path, slow_workload, "slow_database_queries.yml", runbook_remediate=True)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert _indexes(slow_workload) == ["shift_log_person_id_idx", "shift_log_pkey"]
+    assert [a["detail"] for a in record["actions"]] == ["CREATE INDEX CONCURRENTLY shift_log_person_id_idx ON public.shift_log (person_id)"]
+    assert record["status"] == "resolved"  # the statement's plan no longer scans the table
+    assert "shift_log_person_id_idx" in json.dumps(record["findings"][-1])
+
+    proc, again = run_playbook(tmp_path, slow_workload, "slow_database_queries.yml", runbook_remediate=True)
+    assert proc.returncode == 0 and "changed=0" in proc.stdout.split("PLAY RECAP")[-1]
