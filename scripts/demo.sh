@@ -25,7 +25,8 @@ step "ansible-playbook playbooks/high_error_rate.yml -i inventories/lab (runbook
 ansible-playbook playbooks/high_error_rate.yml -i inventories/lab \
   -e runbook_remediate="$remediate" -e runbook_poll_seconds=5 -e runbook_escalate_after_minutes=3 -e runbook_monitor_minutes=0.5
 
-report=$(ls -td playbooks/incidents/HighErrorRate-*/ | head -1)
+# The newest HighErrorRate incident directory (names end in a UTC timestamp, so they sort by time).
+report=$(find playbooks/incidents -maxdepth 1 -type d -name 'HighErrorRate-*' | sort | tail -1)/
 step "Report: ${report}report.md"
 sed -n '1,/^## Findings/p' "${report}report.md" | head -n -1
 echo

@@ -16,6 +16,7 @@ done
 shift
 
 nspawn_pid=
+# shellcheck disable=SC2317  # invoked by the trap below
 request_stop() {
     : > "$host_dir/stop-requested"
     [ -n "$nspawn_pid" ] && kill -TERM "$nspawn_pid" 2>/dev/null
