@@ -7,10 +7,16 @@ model versions and backup archives follow the same idea.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zlib
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 METADATA_FILES = ("release.json", "manifest.json")
@@ -123,3 +129,253 @@ def switch(releases_dir: str, version: str | None, current_link: str = "current"
     return {"changed": changed, "current": target, "previous_current": before,
             "msg": f"current release {'would be' if check_mode else 'is'} {target} (was {before})" if changed else f"{target} already current",
             "diff": {"before": f"{current_link} -> {before}\n", "after": f"{current_link} -> {target}\n"}}
+
+
+# -- restore from a backup archive ------------------------------------------------------------------
+
+MANIFEST = "manifest.json"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _sha256_stream(handle) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: handle.read(1 << 16), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with path.open("rb") as handle:
+        return _sha256_stream(handle)
+
+
+def _safe_relative(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return bool(parts) and not name.startswith("/") and ".." not in parts and not any(p in ("", ".") for p in parts[1:])
+
+
+def read_archive(archive: str) -> dict[str, Any]:
+    """Open a backup archive and check it completely, in memory, without extracting anything.
+
+    Returns the manifest; raises ReleaseError naming the first problem: unreadable archive, no or bad
+    manifest, a member that is not a plain file at a safe relative path or that the manifest does not
+    list, a listed file missing, or a file whose sha256 differs from the manifest.
+    """
+    path = Path(archive)
+    if not path.is_file():
+        raise ReleaseError(f"archive: {archive} does not exist or is not a file")
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            try:
+                member = tar.getmember(MANIFEST)
+            except KeyError:
+                raise ReleaseError(f"archive: {archive} has no {MANIFEST}") from None
+            handle = tar.extractfile(member)
+            try:
+                manifest = json.load(handle) if handle else None
+            except ValueError as exc:
+                raise ReleaseError(f"archive: {archive}: {MANIFEST} is not valid JSON: {exc}") from None
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or not manifest["files"]:
+                raise ReleaseError(f"archive: {archive}: {MANIFEST} has no 'files' mapping of path to sha256")
+            expected = {}
+            for name, digest in manifest["files"].items():
+                digest = str(digest).lower().removeprefix("sha256:")
+                if not _safe_relative(name) or name == MANIFEST:
+                    raise ReleaseError(f"archive: {archive}: {MANIFEST} lists an unsafe path {name!r}")
+                if not _HEX64.match(digest):
+                    raise ReleaseError(f"archive: {archive}: {MANIFEST} gives {name} a hash that is not a sha256 hex digest")
+                expected[name] = digest
+            seen: dict[str, str] = {}
+            for member in tar.getmembers():
+                name = member.name.removeprefix("./")
+                if name == MANIFEST or (member.isdir() and _safe_relative(name)):
+                    continue
+                if not member.isfile() or not _safe_relative(name):
+                    raise ReleaseError(f"archive: {archive}: member {member.name!r} is not a plain file at a safe relative path")
+                if name not in expected:
+                    raise ReleaseError(f"archive: {archive}: member {name} is not listed in {MANIFEST}")
+                if name in seen:
+                    raise ReleaseError(f"archive: {archive}: member {name} appears twice")
+                seen[name] = _sha256_stream(tar.extractfile(member))
+    except tarfile.TarError as exc:
+        raise ReleaseError(f"archive: {archive} is not a readable tar archive: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ReleaseError(f"archive: {archive} is truncated or corrupt: {exc}") from None
+    missing = sorted(set(expected) - set(seen))
+    if missing:
+        raise ReleaseError(f"archive: {archive}: files listed in {MANIFEST} are missing: {', '.join(missing)}")
+    bad = sorted(name for name in expected if seen[name] != expected[name])
+    if bad:
+        raise ReleaseError(f"archive: {archive}: sha256 mismatch for {', '.join(bad)}; nothing was changed")
+    manifest["files"] = expected
+    return manifest
+
+
+def find_archive(backup_dir: str, version: str, pattern: str = "backup_{version}.tar.gz") -> str:
+    path = Path(backup_dir) / pattern.format(version=version)
+    if not path.is_file():
+        known = sorted(p.name for p in Path(backup_dir).glob(pattern.format(version="*"))) if Path(backup_dir).is_dir() else []
+        raise ReleaseError(f"version: no backup {path.name} in {backup_dir} (found: {', '.join(known) or 'none'})")
+    return str(path)
+
+
+def list_backups(backup_dir: str, pattern: str = "backup_{version}.tar.gz") -> list[dict[str, Any]]:
+    """Backup archives oldest first with the version, creation time and metrics their manifest gives (not hash-checked)."""
+    root = Path(backup_dir)
+    if not root.is_dir():
+        raise ReleaseError(f"backup_dir: {backup_dir} does not exist or is not a directory")
+    prefix, _sep, suffix = pattern.partition("{version}")
+    found = []
+    for path in sorted(root.glob(pattern.format(version="*"))):
+        entry: dict[str, Any] = {"version": path.name[len(prefix):len(path.name) - len(suffix)], "archive": str(path),
+                                 "size": path.stat().st_size}
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                handle = tar.extractfile(MANIFEST)
+                manifest = json.load(handle) if handle else {}
+            entry.update({key: manifest.get(key) for key in ("created_at", "metrics") if key in manifest})
+        except (tarfile.TarError, KeyError, ValueError, OSError, EOFError, zlib.error) as exc:
+            entry["error"] = f"unreadable: {exc}"
+        found.append(entry)
+    return found
+
+
+def _read_version_file(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _live_hashes(root: Path, names) -> dict[str, str | None]:
+    return {name: (sha256_file(root / name) if (root / name).is_file() else None) for name in names}
+
+
+def _diff_text(version: str | None, hashes: dict[str, str | None]) -> str:
+    lines = [f"version: {version}"] + [f"{name}: {digest or '(missing)'}" for name, digest in sorted(hashes.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _extract_verified(archive: str, manifest: dict[str, Any], staging: Path) -> None:
+    """Extract the listed files into ``staging`` and check every hash again on disk (what will be renamed into place)."""
+    with tarfile.open(archive, "r:*") as tar:
+        members = [m for m in tar.getmembers() if m.isfile() and m.name.removeprefix("./") in manifest["files"]]
+        tar.extractall(staging, members=members, filter="data")
+    for name, expected in manifest["files"].items():
+        actual = sha256_file(staging / name) if (staging / name).is_file() else None
+        if actual != expected:
+            raise ReleaseError(f"archive: {archive}: {name} extracted with sha256 {actual}, manifest says {expected}; nothing was changed")
+
+
+def _check_expected(manifest: dict[str, Any], archive: str, expected_version: str | None) -> None:
+    if expected_version is not None and str(manifest.get("version")) != expected_version:
+        raise ReleaseError(f"version: asked for {expected_version} but {archive}'s manifest says {manifest.get('version')}; nothing was changed")
+
+
+def restore_files(archive: str, root: str, version_file: str, check_mode: bool = False,
+                  expected_version: str | None = None) -> dict[str, Any]:
+    """Put an archive's files in place under ``root`` (the Heart Disease layout) and write ``version_file`` last.
+
+    Every hash is verified before anything is replaced; each file is renamed into place atomically; if any
+    rename fails, the files already replaced are put back from hard links of the previous ones, so the
+    previous version stays whole.
+    """
+    manifest = read_archive(archive)
+    _check_expected(manifest, archive, expected_version)
+    version = str(manifest.get("version") or Path(archive).name)
+    home = Path(root)
+    if not home.is_dir():
+        raise ReleaseError(f"path: {root} does not exist or is not a directory")
+    marker = home / version_file
+    before_version = _read_version_file(marker)
+    before = _live_hashes(home, manifest["files"])
+    changed = before_version != version or any(before[name] != digest for name, digest in manifest["files"].items())
+    result = {"changed": changed, "version": version, "previous_version": before_version, "archive": archive,
+              "files": sorted(manifest["files"]), "manifest": {k: v for k, v in manifest.items() if k != "files"},
+              "diff": {"before": _diff_text(before_version, before), "after": _diff_text(version, manifest["files"])}}
+    result["msg"] = (f"{version} {'would be' if check_mode else 'was'} restored (was {before_version})" if changed
+                     else f"{version} already live and identical to its manifest")
+    if not changed or check_mode:
+        return result
+    staging = Path(tempfile.mkdtemp(dir=home, prefix=".restore_"))
+    try:
+        _extract_verified(archive, manifest, staging)
+        previous = staging / ".previous"
+        replaced: list[str] = []
+        try:
+            for name in sorted(manifest["files"]):
+                target = home / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.is_file():
+                    (previous / name).parent.mkdir(parents=True, exist_ok=True)
+                    os.link(target, previous / name)
+                os.replace(staging / name, target)
+                replaced.append(name)
+            _atomic_write(marker, version + "\n")
+        except BaseException:
+            for name in reversed(replaced):
+                if (previous / name).is_file():
+                    os.replace(previous / name, home / name)
+                else:
+                    (home / name).unlink(missing_ok=True)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return result
+
+
+def restore_release(archive: str, releases_dir: str, current_link: str = "current", check_mode: bool = False,
+                    expected_version: str | None = None) -> dict[str, Any]:
+    """Unpack a verified archive as ``releases_dir/<version>`` and swap the current link to it."""
+    manifest = read_archive(archive)
+    _check_expected(manifest, archive, expected_version)
+    version = str(manifest.get("version") or "")
+    if not version or not _safe_relative(version) or "/" in version or version == current_link or version.startswith("."):
+        raise ReleaseError(f"archive: {archive}: {MANIFEST} has no usable 'version' to name the release directory")
+    root = Path(releases_dir)
+    state = list_releases(releases_dir, current_link)
+    target = root / version
+    before_version = state["current"]
+    result = {"version": version, "previous_version": before_version, "archive": archive, "files": sorted(manifest["files"]),
+              "manifest": {k: v for k, v in manifest.items() if k != "files"}}
+    if target.exists():
+        live = _live_hashes(target, manifest["files"])
+        if live != manifest["files"]:
+            raise ReleaseError(f"version: {target} already exists and its files differ from the archive's manifest; "
+                               "move it away or restore under another version")
+    changed = before_version != version
+    result.update({"changed": changed,
+                   "diff": {"before": f"{current_link} -> {before_version}\n", "after": f"{current_link} -> {version}\n"},
+                   "msg": (f"{version} {'would be' if check_mode else 'was'} restored and made current (was {before_version})"
+                           if changed else f"{version} already current and identical to its manifest")})
+    if not changed or check_mode:
+        return result
+    if not target.exists():
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".restore_{version}_"))
+        try:
+            _extract_verified(archive, manifest, staging)
+            os.chmod(staging, 0o755)
+            os.rename(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    _swap_link(root, current_link, version)
+    return result
+
+
+def read_version(root: str, version_file: str) -> str | None:
+    """The live version named by ``version_file`` under ``root`` (layout=files)."""
+    return _read_version_file(Path(root) / version_file)

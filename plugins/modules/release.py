@@ -17,11 +17,43 @@ description:
   - O(action=switch) makes O(version) current and O(action=rollback) makes the previous release current.
     The switch is one atomic rename of a new symlink over the old one, so there is never a moment
     without a current release, and the previous release stays on disk for the way back.
+  - O(action=restore) puts a backup archive (tar, optionally compressed) with a C(manifest.json) back in service. Every
+    member is checked against the manifest's sha256 hashes before anything is touched; a corrupt, truncated or tampered
+    archive, or one with unlisted or unsafe members, fails and leaves the current version untouched.
+  - With O(layout=releases) the verified archive is unpacked as C(<path>/<version>) and the current link swapped to it.
+    With O(layout=files) (the Heart Disease model layout, C(restore_model --version)) each listed file is renamed into
+    place under O(path), the O(version_file) is written last, and if any rename fails the files already replaced are put
+    back, so the previous version stays whole.
 options:
   path:
-    description: The releases directory.
+    description:
+      - The releases directory (O(layout=releases)), or the installation's home directory (O(layout=files)), for example
+        V(/opt/heart-disease).
     type: path
     required: true
+  layout:
+    description:
+      - V(releases) is one directory per release and a O(current_link) symlink.
+      - V(files) is files in place under O(path) (paths as listed in the manifest) and a O(version_file) naming the live version.
+    type: str
+    choices: [releases, files]
+    default: releases
+  archive:
+    description: With O(action=restore), the backup archive to restore. Either this or O(backup_dir) and O(version).
+    type: path
+  backup_dir:
+    description:
+      - Directory of backup archives named after O(archive_pattern). With O(action=restore) the archive of O(version) is taken from it;
+        with O(action=list) its archives are listed in RV(backups).
+    type: path
+  archive_pattern:
+    description: File name of a version's archive in O(backup_dir); C({version}) stands for the version.
+    type: str
+    default: backup_{version}.tar.gz
+  version_file:
+    description: With O(layout=files), the file (relative to O(path)) that names the live version.
+    type: str
+    default: models/VERSION
   current_link:
     description: Name of the symlink inside O(path) that points at the live release.
     type: str
@@ -31,11 +63,14 @@ options:
       - V(list) reports the releases, the current one and the previous one, and changes nothing.
       - V(switch) makes O(version) current.
       - V(rollback) makes the release before the current one current.
+      - V(restore) verifies a backup archive against its manifest and makes it the current version.
     type: str
-    choices: [list, switch, rollback]
+    choices: [list, switch, rollback, restore]
     default: list
   version:
-    description: With O(action=switch), the release to make current (directory name or the version in its metadata).
+    description:
+      - With O(action=switch), the release to make current (directory name or the version in its metadata).
+      - With O(action=restore) and O(backup_dir), the version whose archive to restore.
     type: str
   from_version:
     description:
@@ -45,10 +80,10 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Reports which release would become current and changes nothing.
+    description: Reports which release would become current and changes nothing; a restore still verifies every hash of the archive.
   diff_mode:
     support: full
-    description: Shows the current link before and after.
+    description: Shows the current link before and after; for O(layout=files) the version and every file's sha256.
 """
 
 EXAMPLES = r"""
@@ -68,6 +103,20 @@ EXAMPLES = r"""
     path: /srv/residency-scheduler/releases
     action: switch
     version: v1.4.1
+
+- name: Restore the model version of 2026-11-20 (restore_model --version), every hash checked first
+  sre.runbooks.release:
+    path: /opt/heart-disease
+    layout: files
+    action: restore
+    backup_dir: /opt/heart-disease/backups
+    version: 20261120T020000Z
+
+- name: Restore a release from an archive and make it current
+  sre.runbooks.release:
+    path: /srv/residency-scheduler/releases
+    action: restore
+    archive: /srv/backups/residency-scheduler-v1.4.1.tar.gz
 """
 
 RETURN = r"""
@@ -104,11 +153,35 @@ previous_current:
   description: The release that was current before a switch or rollback.
   returned: when O(action) is switch or rollback
   type: str
+backups:
+  description: Archives in O(backup_dir) oldest first, with C(version), C(archive), C(size), C(created_at) and C(metrics) from their manifest.
+  returned: when O(action=list) and O(backup_dir) is set
+  type: list
+  elements: dict
+version:
+  description: The version restored (from the manifest's C(version)).
+  returned: when O(action=restore)
+  type: str
+previous_version:
+  description: The version that was live before the restore.
+  returned: when O(action=restore)
+  type: str
+files:
+  description: The files of the restored version (all verified against the manifest).
+  returned: when O(action=restore)
+  type: list
+  elements: str
+manifest:
+  description: The archive's manifest without its file list (version, created_at, metrics, ...).
+  returned: when O(action=restore)
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.runbooks.plugins.module_utils._release import ReleaseError, list_releases, switch
+from ansible_collections.sre.runbooks.plugins.module_utils._release import (
+    ReleaseError, find_archive, list_backups, list_releases, read_version, restore_files, restore_release, switch,
+)
 
 
 def main() -> None:
@@ -116,18 +189,47 @@ def main() -> None:
         argument_spec={
             "path": {"type": "path", "required": True},
             "current_link": {"type": "str", "default": "current"},
-            "action": {"type": "str", "choices": ["list", "switch", "rollback"], "default": "list"},
+            "action": {"type": "str", "choices": ["list", "switch", "rollback", "restore"], "default": "list"},
             "version": {"type": "str"},
             "from_version": {"type": "str"},
+            "layout": {"type": "str", "choices": ["releases", "files"], "default": "releases"},
+            "archive": {"type": "path"},
+            "backup_dir": {"type": "path"},
+            "archive_pattern": {"type": "str", "default": "backup_{version}.tar.gz"},
+            "version_file": {"type": "str", "default": "models/VERSION"},
         },
-        required_if=[("action", "switch", ("version",))],
+        required_if=[("action", "switch", ("version",)), ("action", "restore", ("archive", "backup_dir"), True)],
         supports_check_mode=True,
     )
     params = module.params
+    if "{version}" not in params["archive_pattern"] or "/" in params["archive_pattern"]:
+        module.fail_json(msg=f"archive_pattern: must be a file name containing {{version}}, got {params['archive_pattern']!r}")
+    if params["layout"] == "files" and params["action"] in ("switch", "rollback"):
+        module.fail_json(msg=f"layout: action={params['action']} needs layout=releases; restore a backup for layout=files")
     try:
         if params["action"] == "list":
-            result = list_releases(params["path"], params["current_link"])
+            if params["layout"] == "files":
+                result = {"current": read_version(params["path"], params["version_file"])}
+            else:
+                result = list_releases(params["path"], params["current_link"])
+            if params["backup_dir"]:
+                result["backups"] = list_backups(params["backup_dir"], params["archive_pattern"])
             result["changed"] = False
+        elif params["action"] == "restore":
+            if params["archive"]:
+                archive = params["archive"]
+            elif params["version"]:
+                archive = find_archive(params["backup_dir"], params["version"], params["archive_pattern"])
+            else:
+                raise ReleaseError("version: required with backup_dir for action=restore (or give archive)")
+            if params["layout"] == "files":
+                result = restore_files(archive, params["path"], params["version_file"], check_mode=module.check_mode,
+                                       expected_version=params["version"])
+            else:
+                result = restore_release(archive, params["path"], params["current_link"], check_mode=module.check_mode,
+                                         expected_version=params["version"])
+            if not module._diff:  # pylint: disable=protected-access
+                result.pop("diff")
         else:
             result = switch(params["path"], params["version"], params["current_link"], rollback=params["action"] == "rollback",
                             from_version=params["from_version"], check_mode=module.check_mode)
