@@ -106,3 +106,37 @@ def test_slow_queries_names_the_missing_index_and_adds_it_only_when_asked(tmp_pa
 
     proc, again = run_playbook(tmp_path, slow_workload, "slow_database_queries.yml", runbook_remediate=True)
     assert proc.returncode == 0 and "changed=0" in proc.stdout.split("PLAY RECAP")[-1]
+
+
+def test_pool_exhaustion_terminates_idle_transactions_of_the_app_only_when_asked(tmp_path, postgres_server):
+    """Twelve application sessions idle in a transaction, one superuser session idle in one too: the runbook names
+    the cause, touches nothing without runbook_remediate, then ends the application's sessions and only those."""
+    app_sessions = [psycopg.connect(**postgres_server.conninfo(False, dbname=postgres_server.app_database, application_name="leaky"))
+                    for _unused in range(12)]
+    admin = psycopg.connect(**postgres_server.conninfo(True, application_name="dba-console"))
+    try:
+        for conn in app_sessions + [admin]:
+            conn.execute("SELECT 1")  # autocommit off: each now sits idle in an open transaction
+        extra = {"db_triage_idle_in_transaction_threshold": "1s", "db_triage_sample_interval": 1, "runbook_monitor_minutes": 0.05,
+                 "runbook_escalate_after_minutes": 0.1, "runbook_poll_seconds": 1}
+        proc, record = run_playbook(tmp_path, postgres_server, "database_connection_pool_exhaustion.yml", **extra)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        assert record["decision"]["cause"] == "sessions idle in a transaction"
+        assert int(record["decision"]["idle_in_transaction"]) >= 12
+        assert all(not conn.closed and conn.execute("SELECT 1").fetchone() for conn in app_sessions)  # untouched
+
+        for conn in app_sessions:
+            conn.execute("SELECT 1")  # back to idle in transaction (the check above ran inside it)
+        proc, record = run_playbook(tmp_path, postgres_server, "database_connection_pool_exhaustion.yml", runbook_remediate=True, **extra)
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+        [action] = [a for a in record["actions"] if a["action"] == "terminate idle-in-transaction sessions"]
+        assert action["detail"].startswith("12 session(s)")
+        with postgres_server.connect() as conn:
+            left = dict(conn.execute("SELECT application_name, count(*) FROM pg_stat_activity "
+                                     "WHERE application_name IN ('leaky', 'dba-console') GROUP BY 1").fetchall())
+        assert left == {"dba-console": 1}  # the superuser's session is never touched
+        # Prometheus is not there: recovery cannot be verified, which escalates to the DBA.
+        assert record["escalations"] and "DBA" in json.dumps(record["escalations"])
+    finally:
+        for conn in app_sessions + [admin]:
+            conn.close()
