@@ -51,10 +51,17 @@ lint: install ## ansible-lint, production profile
 	$(BIN)/ansible-lint --profile production
 
 unit: install ## pytest unit tests
-	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit -q -n 2 $(PYTEST_ARGS)
+
+# Tests that boot systemd-nspawn hosts or a whole lab run one at a time (machine names, a lab's ports); they mostly
+# wait on the fleet, so the others run beside them, two at a time, each with its own servers on free ports.
+FLEET_TESTS := test_lab.py test_lab_faults.py test_lab_hosts.py test_heart_disease_lab.py test_rotate_secrets_lab.py test_scale_service.py
 
 integration: install ## pytest integration tests against real services
-	$(BIN)/pytest tests/integration -q $(PYTEST_ARGS)
+	@$(BIN)/pytest $(addprefix tests/integration/,$(FLEET_TESTS)) -q -p no:cacheprovider $(PYTEST_ARGS) > .integration-fleet.log 2>&1 & fleet=$$!; \
+	  $(BIN)/pytest tests/integration -q -n 2 $(addprefix --ignore=tests/integration/,$(FLEET_TESTS)) $(PYTEST_ARGS); others=$$?; \
+	  wait $$fleet; fleet_rc=$$?; echo "== fleet tests ($(FLEET_TESTS))"; cat .integration-fleet.log; \
+	  exit $$(( others || fleet_rc ))
 
 molecule: install ## molecule scenarios (delegated driver, the lab as platform)
 	$(BIN)/molecule test --all
