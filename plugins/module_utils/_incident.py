@@ -16,11 +16,12 @@ import html
 import json
 import os
 import re
-import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+
+from ansible_collections.sre.runbooks.plugins.module_utils._files import atomic_write as write_file_atomically
 
 SCHEMA_VERSION = 2
 OPEN_STATES = ("open", "acknowledged", "investigating", "identified", "mitigating")
@@ -96,18 +97,7 @@ def safe_name(text: str) -> str:
 
 def atomic_write(path: Path, text: str, mode: int = 0o640) -> None:
     """Write ``text`` to ``path`` so a reader sees the old or the new file, never half of one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_file_atomically(path, text, mode)
 
 
 @contextmanager

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+from ansible_collections.sre.runbooks.plugins.module_utils._files import atomic_write as write_file_atomically
 
 # Never blockable, whatever the input: locking out loopback / link-local / the unspecified address breaks the host.
 ALWAYS_PROTECTED = ["127.0.0.0/8", "::1/128", "0.0.0.0/32", "::/128", "169.254.0.0/16", "fe80::/10"]
@@ -141,18 +141,7 @@ def read_denylist(path: str) -> list[dict[str, Any]]:
 
 
 def write_denylist(path: str, entries: list[dict[str, Any]], mode: int = 0o644) -> None:
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"blocked": entries}, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_file_atomically(path, json.dumps({"blocked": entries}, indent=2) + "\n", mode)
 
 
 def denylist_plan(entries: list[dict[str, Any]], nets, state: str, timeout: int | None, reason: str,

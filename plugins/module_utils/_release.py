@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ansible_collections.sre.runbooks.plugins.module_utils._files import atomic_write as write_file_atomically
+
 METADATA_FILES = ("release.json", "manifest.json")
 
 
@@ -248,16 +250,7 @@ def _read_version_file(path: Path) -> str | None:
 
 
 def _atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_file_atomically(path, text, mode)
 
 
 def _live_hashes(root: Path, names) -> dict[str, str | None]:

@@ -30,12 +30,13 @@ import os
 import re
 import secrets
 import subprocess
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 from urllib.error import HTTPError, URLError
+
+from ansible_collections.sre.runbooks.plugins.module_utils._files import atomic_write as write_file_atomically
 
 try:
     import yaml
@@ -187,20 +188,7 @@ class SecretFile:
         uid = owner if owner is not None else (self.stat.st_uid if self.stat else -1)
         gid = group if group is not None else (self.stat.st_gid if self.stat else -1)
         perm = mode if mode is not None else (self.stat.st_mode & 0o7777 if self.stat else 0o600)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            os.fchmod(fd, perm)
-            if uid != -1 or gid != -1:
-                os.fchown(fd, uid, gid)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_file_atomically(self.path, content, perm, uid, gid)
 
     def restore(self) -> None:
         self.write(self.original, mode=self.stat.st_mode & 0o7777 if self.stat else None)
@@ -332,12 +320,7 @@ class Rotation:
             return {}
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        path = self._state_path()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(state, handle, indent=2, sort_keys=True)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_file_atomically(self._state_path(), json.dumps(state, indent=2, sort_keys=True), 0o600)
 
     def plan(self) -> dict[str, Any]:
         self.file.load()

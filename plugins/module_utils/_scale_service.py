@@ -14,12 +14,12 @@ previous file back before anything is reloaded, so the balancer keeps serving th
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 from urllib.error import HTTPError, URLError
+
+from ansible_collections.sre.runbooks.plugins.module_utils._files import atomic_write as write_file_atomically
 
 Runner = Callable[[list[str]], tuple[int, str, str]]
 
@@ -76,16 +76,7 @@ def parse_members(lb_type: str, text: str) -> list[str]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_file_atomically(path, text, 0o644)
 
 
 def healthy(url: str, timeout: float) -> tuple[bool, str]:

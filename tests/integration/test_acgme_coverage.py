@@ -32,18 +32,23 @@ def _seed():
     return seed
 
 
-@pytest.fixture()
-def schedule_db(postgres_server):
-    name = "acgme_coverage"
-    _create_database(postgres_server, name)
+def seeded_with_careless_edit(server, name: str, start: date, first: date, last: date) -> None:
+    """The lab's seeded schedule from ``start``, plus OVERWORKED on every weekend day from ``first`` to ``last``."""
+    _create_database(server, name)
     seed = _seed()
-    with postgres_server.connect(superuser=False, dbname=name) as conn:
-        seed.write(conn, seed.generate(START), schema=True)
+    with server.connect(superuser=False, dbname=name) as conn:
+        seed.write(conn, seed.generate(start), schema=True)
         conn.execute("""INSERT INTO assignments (block_id, person_id, rotation_template_id, role, created_by)
                         SELECT b.id, %s, 1, 'primary', 'careless-edit' FROM blocks b
                         WHERE b.date BETWEEN %s AND %s AND b.is_weekend
                           AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.block_id = b.id AND a.person_id = %s)""",
-                     (OVERWORKED, START + timedelta(days=14), START + timedelta(days=41), OVERWORKED))
+                     (OVERWORKED, first, last, OVERWORKED))
+
+
+@pytest.fixture()
+def schedule_db(postgres_server):
+    name = "acgme_coverage"
+    seeded_with_careless_edit(postgres_server, name, START, START + timedelta(days=14), START + timedelta(days=41))
     yield name
     _drop_database(postgres_server, name)
 

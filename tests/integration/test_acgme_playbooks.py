@@ -9,24 +9,21 @@ RepeatedACGMEViolations run on the same data.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from ansible_collections.sre.runbooks.plugins.modules import acgme_compliance
-from tests.integration.test_acgme_coverage import OVERWORKED, _seed
-from tests.integration.test_acgme_postgres import _create_database, _drop_database
+from tests.integration._playbooks import local_host, run_playbook as run
+from tests.integration.test_acgme_coverage import OVERWORKED, seeded_with_careless_edit
+from tests.integration.test_acgme_postgres import _drop_database
 from tests.unit.plugins.modules.utils import run_module
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration._postgres"]
 
-REPO = Path(__file__).resolve().parents[2]
 TODAY = datetime.now(timezone.utc).date()
 START = TODAY - timedelta(days=TODAY.weekday()) - timedelta(days=21)  # a Monday three weeks ago: violations in the future
 
@@ -34,37 +31,17 @@ START = TODAY - timedelta(days=TODAY.weekday()) - timedelta(days=21)  # a Monday
 @pytest.fixture()
 def scheduler_db(postgres_server):
     name = "acgme_playbooks"
-    _create_database(postgres_server, name)
-    seed = _seed()
-    with postgres_server.connect(superuser=False, dbname=name) as conn:
-        seed.write(conn, seed.generate(START), schema=True)
-        conn.execute("""INSERT INTO assignments (block_id, person_id, rotation_template_id, role, created_by)
-                        SELECT b.id, %s, 1, 'primary', 'careless-edit' FROM blocks b
-                        WHERE b.date BETWEEN %s AND %s AND b.is_weekend
-                          AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.block_id = b.id AND a.person_id = %s)""",
-                     (OVERWORKED, TODAY - timedelta(days=13), TODAY + timedelta(days=14), OVERWORKED))
+    seeded_with_careless_edit(postgres_server, name, START, TODAY - timedelta(days=13), TODAY + timedelta(days=14))
     yield name
     _drop_database(postgres_server, name)
 
 
 def run_playbook(tmp_path: Path, server, database: str, playbook: str, **extra) -> tuple[subprocess.CompletedProcess, dict]:
-    inventory = {"all": {"children": {"db": {"hosts": {"db1": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-        "postgres_host": server.host, "postgres_port": server.port, "postgres_database": database,
-        "postgres_user": server.app_user, "postgres_password": server.app_password}}}},
+    inventory = {"all": {"children": {"db": {"hosts": {"db1": local_host(
+        postgres_host=server.host, postgres_port=server.port, postgres_database=database,
+        postgres_user=server.app_user, postgres_password=server.app_password)}}},
         "vars": {"prometheus_url": "http://127.0.0.1:9"}}}  # nothing listens: an unreachable Prometheus is a finding
-    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
-    variables = {"runbook_incident_dir": str(tmp_path / "incidents"), "ansible_python_interpreter": sys.executable,
-                 "scheduler_timezone": "UTC", **extra}
-    (tmp_path / "extra.json").write_text(json.dumps(variables))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_HOME": str(tmp_path / "ansible-home")}
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.json"), "-c", "local",
-            "-e", f"@{tmp_path / 'extra.json'}", str(REPO / "playbooks" / playbook)]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
-    records = sorted((tmp_path / "incidents").glob("*/incident.json"), key=lambda p: p.stat().st_mtime)
-    record = json.loads(records[-1].read_text()) if records else {}
-    return proc, record
+    return run(tmp_path, playbook, inventory, scheduler_timezone="UTC", **extra)
 
 
 def future_violations(monkeypatch, server, database):

@@ -7,21 +7,18 @@ without runbook_remediate, raise maxmemory by half with it, and leave Redis alon
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from tests.integration._playbooks import local_host, run_playbook as run
 from tests.integration._redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 MAXMEMORY = 2 * 1024 * 1024
 
 
@@ -54,19 +51,9 @@ class Churn(threading.Thread):
 
 
 def run_playbook(tmp_path: Path, port: int, **extra) -> tuple[subprocess.CompletedProcess, dict]:
-    inventory = {"all": {"children": {"cache": {"hosts": {"cache1": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-        "redis_host": "127.0.0.1", "redis_port": port, "redis_persist_config": False}}}}}}
-    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
-    (tmp_path / "extra.json").write_text(json.dumps({"runbook_incident_dir": str(tmp_path / "incidents"),
-                                                     "ansible_python_interpreter": sys.executable, "cache_sample_seconds": 3, **extra}))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_HOME": str(tmp_path / "ansible-home")}
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.json"),
-            "-e", f"@{tmp_path / 'extra.json'}", str(REPO / "playbooks" / "low_cache_hit_rate.yml")]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
-    records = sorted((tmp_path / "incidents").glob("*/incident.json"), key=lambda p: p.stat().st_mtime)
-    return proc, (json.loads(records[-1].read_text()) if records else {})
+    inventory = {"all": {"children": {"cache": {"hosts": {"cache1": local_host(
+        redis_host="127.0.0.1", redis_port=port, redis_persist_config=False)}}}}}
+    return run(tmp_path, "low_cache_hit_rate.yml", inventory, cache_sample_seconds=3, **extra)
 
 
 def test_evictions_are_the_cause_and_memory_is_raised_only_when_asked(tmp_path):

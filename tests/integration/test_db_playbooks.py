@@ -8,39 +8,28 @@ change nothing on a second run. Prometheus is not there: that is a finding, not 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.integration._playbooks import local_host, run_playbook as run
+
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration._postgres"]
 
-REPO = Path(__file__).resolve().parents[2]
 ROWS = 40000
 
 
 def run_playbook(tmp_path: Path, server, playbook: str, **extra) -> tuple[subprocess.CompletedProcess, dict]:
-    inventory = {"all": {"children": {"db": {"hosts": {"db1": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-        "postgres_host": server.host, "postgres_port": server.port, "postgres_database": server.app_database,
-        "postgres_user": server.app_user, "postgres_password": server.app_password,
-        "postgres_admin_user": server.superuser, "postgres_admin_password": server.superuser_password}}}},
+    inventory = {"all": {"children": {"db": {"hosts": {"db1": local_host(
+        postgres_host=server.host, postgres_port=server.port, postgres_database=server.app_database,
+        postgres_user=server.app_user, postgres_password=server.app_password,
+        postgres_admin_user=server.superuser, postgres_admin_password=server.superuser_password)}}},
         "vars": {"prometheus_url": "http://127.0.0.1:9"}}}  # nothing listens there
-    (tmp_path / "inventory.json").write_text(json.dumps(inventory))
-    (tmp_path / "extra.json").write_text(json.dumps({"runbook_incident_dir": str(tmp_path / "incidents"),
-                                                     "ansible_python_interpreter": sys.executable, **extra}))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_HOME": str(tmp_path / "ansible-home")}
-    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(tmp_path / "inventory.json"),
-            "-e", f"@{tmp_path / 'extra.json'}", str(REPO / "playbooks" / playbook)]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
-    records = sorted((tmp_path / "incidents").glob("*/incident.json"), key=lambda p: p.stat().st_mtime)
-    return proc, (json.loads(records[-1].read_text()) if records else {})
+    return run(tmp_path, playbook, inventory, **extra)
 
 
 @pytest.fixture()
