@@ -42,7 +42,7 @@ class Churn(threading.Thread):
                     old = f"schedule:{max(i - 600, 0)}"
                     commands.append(f"*2\r\n$3\r\nGET\r\n${len(old)}\r\n{old}\r\n")
                 sock.sendall("".join(commands).encode())
-                for _ in range(100):
+                for _reply in range(100):
                     line = reader.readline()
                     if line.startswith(b"$") and line.strip() != b"$-1":
                         reader.readline()
