@@ -182,7 +182,13 @@ def merge(record: dict[str, Any], update_data: dict[str, Any], now: datetime) ->
     before = json.dumps(record, sort_keys=True, default=str)
     for key in _LIST_KEYS:
         for item in update_data.get(key) or []:
-            if item not in record[key]:
+            if key == "actions" and isinstance(item, dict) and not item.get("time"):
+                # An action without a time happened now (the runbook's "log all actions"); the same one
+                # recorded twice by one run is still one action.
+                untimed = [{k: v for k, v in a.items() if k != "time"} for a in record[key] if isinstance(a, dict)]
+                if item not in untimed:
+                    record[key].append({"time": iso(now), **item})
+            elif item not in record[key]:
                 record[key].append(item)
     for key in _DICT_KEYS:
         if update_data.get(key):
@@ -254,9 +260,11 @@ def _table(columns: list[str], rows: list[Any]) -> list[str]:
 
 
 def _action_line(action: dict[str, Any]) -> str:
-    host = f"**{action['host']}**" if action.get("host") else None
+    where = action.get("host") or action.get("target")
+    host = f"**{where}**" if where else None
     head = " ".join(str(part) for part in (action.get("time"), host, action.get("action", action)) if part)
-    return f"- {head}: {action['result']}" if action.get("result") else f"- {head}"
+    result = action.get("result") or action.get("detail")
+    return f"- {head}: {result}" if result else f"- {head}"
 
 
 def _text(value: Any) -> str:
