@@ -153,3 +153,14 @@ def test_same_remediation_on_several_hosts_is_one_marker(tmp_path):
         {"time": "2026-11-23T09:20:00Z", "host": "app1", "action": "restart"}]}, False, now=T0)
     svg = inc.render_chart(record)
     assert svg.count("marker-remediation") == 2 and svg.count(">rollback<") == 1
+
+
+def test_actions_get_their_time_once_and_say_what_was_done(tmp_path):
+    directory, _record, _joined, _changed = open_incident(tmp_path)
+    action = {"action": "add index", "target": "PostgreSQL", "detail": "CREATE INDEX CONCURRENTLY a_b_idx ON public.a (b)", "changed": True}
+    record, changed = inc.update(directory, {"actions": [action]}, False)
+    assert changed and len(record["actions"]) == 1 and record["actions"][0]["time"]
+    record, changed = inc.update(directory, {"actions": [action]}, False)  # the same action recorded again by the run
+    assert not changed and len(record["actions"]) == 1
+    report = (directory / "report.md").read_text()
+    assert "**PostgreSQL** add index: CREATE INDEX CONCURRENTLY a_b_idx ON public.a (b)" in report
