@@ -21,7 +21,7 @@ def _error_pattern(groups, patterns=None):
     return classify_errors(groups, patterns)
 
 
-def _deploy_correlation(deployments, onset, window_minutes=120, grace_minutes=5):
+def _deploy_correlation(deployments, onset, window_minutes=120, grace_minutes=1):
     if not isinstance(deployments, list):
         raise AnsibleFilterError(f"deploy_correlation: expected a list of deployments, got {type(deployments).__name__}")
     try:

@@ -104,12 +104,13 @@ def error_onset(points: list[list[Any]], threshold: float, first_errors: list[An
 
 
 def deployment_correlation(deployments: list[dict[str, Any]], onset: Any, window_minutes: float = 120,
-                           grace_minutes: float = 5) -> dict[str, Any]:
+                           grace_minutes: float = 1) -> dict[str, Any]:
     """Was a release made current shortly before the errors began?
 
     ``deployments``: per host, ``{host, current, previous, deployed_at}`` as the release module lists them.
-    A release deployed within ``window_minutes`` before the onset (or up to ``grace_minutes`` after it,
-    allowing for clock skew and scrape delay) correlates; its predecessor is the rollback target.
+    A release deployed within ``window_minutes`` before the onset, or up to ``grace_minutes`` after it (clocks a
+    little apart; the onset is the first error logged, so a minute is plenty, and a rollback made minutes after
+    the errors began is never taken for their cause), correlates; its predecessor is the rollback target.
     """
     onset_at = parse_time(onset)
     if onset_at is None:

@@ -120,3 +120,10 @@ def test_fleet_evidence_counts_a_rollback_as_the_moment_of_deployment():
                  "deployments": {"current": "v2", "previous": "v1", "deployed_at": "2026-11-20T09:00:00+00:00",
                                  "current_since": "2026-11-23T09:00:00+00:00"}}]
     assert triage.fleet_evidence(evidence)["deployments"][0]["deployed_at"] == "2026-11-23T09:00:00+00:00"
+
+
+def test_a_rollback_minutes_after_the_onset_is_not_the_cause():
+    # v1.4.2 broke things at 09:00:30; the runbook rolled back to v1.4.1 at 09:03 (made current again then).
+    deploys = [{"host": "app1", "current": "v1.4.1", "previous": "v1.4.0", "deployed_at": "2026-11-23T09:03:00+00:00"}]
+    result = triage.deployment_correlation(deploys, "2026-11-23T09:00:30Z")
+    assert result["correlated"] is False
