@@ -45,20 +45,28 @@ def slow_workload(postgres_server):
     with postgres_server.connect(dbname=postgres_server.app_database) as conn:
         postgres_server.wait_until(lambda: conn.execute(
             "SELECT seq_scan >= 15 FROM pg_stat_user_tables WHERE relname = 'shift_log'").fetchone()[0], what="stats flushed")
-    # The slow statement the on-call engineer is paged for, still running while the runbook looks.
-    slow = psycopg.connect(autocommit=True, **postgres_server.conninfo(False, dbname=postgres_server.app_database,
-                                                                       application_name="slow-report"))
-    thread = threading.Thread(target=_run_quietly, args=(slow, "SELECT count(*), pg_sleep(20) FROM shift_log WHERE person_id = 7"),
-                              daemon=True)
-    thread.start()
-    postgres_server.wait_until(lambda: _active(postgres_server, "slow-report"), what="slow statement running")
+    # The slow statement the on-call engineer is paged for, run over and over on two connections half a run apart,
+    # so that at any moment one of them has been running for over a second, whatever the machine's load.
+    stop = threading.Event()
+    runners = [threading.Thread(target=_keep_running, args=(postgres_server, stop, delay), daemon=True) for delay in (0, 2.5)]
+    for runner in runners:
+        runner.start()
+    postgres_server.wait_until(lambda: _active(postgres_server, "slow-report") >= 2, timeout=15, what="slow statements running")
     yield postgres_server
+    stop.set()
     with postgres_server.connect() as conn:
         conn.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'slow-report'")
-    thread.join(10)
-    slow.close()
+    for runner in runners:
+        runner.join(10)
     with postgres_server.connect(superuser=False, dbname=postgres_server.app_database) as app:
         app.execute("DROP TABLE IF EXISTS shift_log")
+
+
+def _keep_running(server, stop: threading.Event, delay: float) -> None:
+    stop.wait(delay)
+    with psycopg.connect(autocommit=True, **server.conninfo(False, dbname=server.app_database, application_name="slow-report")) as conn:
+        while not stop.is_set():
+            _run_quietly(conn, "SELECT count(*), pg_sleep(5) FROM shift_log WHERE person_id = 7")
 
 
 def _run_quietly(conn, statement):
