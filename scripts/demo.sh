@@ -31,6 +31,6 @@ report=$(find playbooks/incidents -maxdepth 1 -type d -name 'HighErrorRate-*' | 
 step "Report: ${report}report.md"
 sed -n '1,/^## Findings/p' "${report}report.md" | head -n -1
 echo
-echo "Full report: ${report}report.md   record: ${report}incident.json"
+echo "Full report: ${report}report.md (and report.html)   record: ${report}incident.json   task log: ${report}timeline.jsonl"
 echo "The lab is still up: lab/lab status | lab/lab alerts | make lab-down"
 [ "$remediate" = true ] || echo "Let the runbook roll the release back: DEMO_REMEDIATE=true make demo"
