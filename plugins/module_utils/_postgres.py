@@ -235,6 +235,17 @@ class PostgresModule(AnsibleModule):
             self.fail_json(msg=str(exc))
         return None  # not reached: fail_json exits
 
+    def exit_with_limitations(self, result: dict[str, Any]) -> None:
+        """Exit with what could not be seen or done as ``limitations`` and as task warnings.
+
+        ``warnings`` is Ansible's own result key (deprecated for modules to set); the collectors fill it,
+        and this moves it where it stays readable as data.
+        """
+        result["limitations"] = result.pop("warnings", [])
+        for limitation in result["limitations"]:
+            self.warn(limitation)
+        self.exit_json(**result)
+
     def fail_postgres(self, exc: PostgresError, **extra: Any) -> None:
         """Report a PostgresError; the option it names and SQLSTATE go into the result for playbooks."""
         result: dict[str, Any] = {"msg": str(exc)}

@@ -258,11 +258,7 @@ def main() -> None:
         module.fail_postgres(exc)
     finally:
         conn.close()
-    # "warnings" is Ansible's own result key: these go through module.warn and stay readable as data.
-    result["limitations"] = result.pop("warnings", [])
-    for limitation in result["limitations"]:
-        module.warn(limitation)
-    module.exit_json(changed=False, **result)
+    module.exit_with_limitations({"changed": False, **result})
 
 
 if __name__ == "__main__":

@@ -202,8 +202,9 @@ action:
   description: The O(action) taken.
   returned: always
   type: str
-warnings:
-  description: Sessions not reduced as expected, or targets dropped by O(over_max_targets=longest_first).
+limitations:
+  description:
+    - Sessions not reduced as expected, or targets dropped by O(over_max_targets=longest_first); each is also a warning of the task.
   returned: always
   type: list
   elements: str
@@ -275,7 +276,7 @@ def main() -> None:
         conn.close()
     if not module._diff:
         result.pop("diff")
-    module.exit_json(**result)
+    module.exit_with_limitations(result)
 
 
 if __name__ == "__main__":

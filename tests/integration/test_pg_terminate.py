@@ -14,19 +14,10 @@ from psycopg import sql
 from ansible_collections.sre.runbooks.plugins.modules import pg_terminate
 from tests.unit.plugins.modules.utils import run_module
 
+from .conftest import postgres_helpers as _pg, wait_until
+
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration._postgres"]
-
-
-def _pg():
-    """tests/integration/_postgres.py, imported after pytest loaded it as a plugin (importing it at module level
-    would keep pytest from rewriting its asserts)."""
-    from tests.integration import _postgres  # pylint: disable=import-outside-toplevel
-    return _postgres
-
-
-def wait_until(*args, **kwargs):
-    return _pg().wait_until(*args, **kwargs)
 
 
 REPL_ROLE = "replicator"
@@ -181,7 +172,7 @@ def test_max_targets_fail_touches_nobody_then_longest_first(monkeypatch, server)
                                    over_max_targets="longest_first")
         assert not failed, result
         assert result["count"] == 3 and result["matched_count"] == 5
-        assert any("only the 3 longest" in w for w in result["warnings"])
+        assert any("only the 3 longest" in w for w in result["limitations"])
         assert sum(alive(c) for c in conns) == 2
         # The oldest in their state went first: the survivors are the two connected last.
         assert [alive(c) for c in conns] == [False, False, False, True, True]
