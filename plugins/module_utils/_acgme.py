@@ -628,6 +628,14 @@ def _time(timings: dict[str, float] | None, name: str, started: float, clock: Ca
         timings[name] = timings.get(name, 0.0) + clock() - started
 
 
+def burden(violations: list[dict[str, Any]]) -> tuple[int, float, float]:
+    """How bad a set of violations is: their number, their total excess over the limits, and their total length
+    in seconds (a violation that lasts longer is worse even when its worst value stays the same)."""
+    excess = sum(abs(v["value"] - v["limit"]) for v in violations)
+    span = sum((datetime.fromisoformat(v["end"]) - datetime.fromisoformat(v["start"])).total_seconds() for v in violations)
+    return len(violations), excess, span
+
+
 def _select_rules(rules: Any) -> list[str]:
     if rules is None or rules == []:
         return list(RULES)

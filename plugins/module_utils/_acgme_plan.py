@@ -28,13 +28,14 @@ left and any new one, so a plan that trades one violation for another is visible
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from ansible_collections.sre.runbooks.plugins.module_utils._acgme import (
     US_PER_HOUR,
     Calendar,
     ScheduleError,
+    burden,
     check,
     load_timezone,
     parse_instant,
@@ -132,9 +133,9 @@ class _Judge:
 
 
 def _score(violations: list[dict[str, Any]]) -> tuple[int, float, float]:
-    """Fewer violations, then less excess, then shorter ones."""
-    span = sum((datetime.fromisoformat(v["end"]) - datetime.fromisoformat(v["start"])).total_seconds() for v in violations)
-    return len(violations), round(sum(abs(v["value"] - v["limit"]) for v in violations), 4), span
+    """Fewer violations, then less excess (rounded: float noise must not decide a ranking), then shorter ones."""
+    count, excess, span = burden(violations)
+    return count, round(excess, 4), span
 
 
 def _iso_week(schedule: _Schedule, start_us: int) -> tuple[int, int]:
@@ -169,7 +170,6 @@ class Planner:
         self.before = check(shifts, people, as_of=as_of, timezone=timezone, rules=rules,
                             weekly_hours_warning=weekly_hours_warning, now=now)
         self.rules = list(self.before["summary"]["rules"])
-        self.original = _Schedule(shifts or [], people or [], tz)
         self.schedule = _Schedule(shifts or [], people or [], tz)
         self.judge = _Judge(self.schedule, as_of, timezone, self.rules, now)
         self.assignments = assignments or {}
@@ -231,12 +231,11 @@ class Planner:
         return units
 
     def _hand_over(self, ref: Any, reason: str) -> None:
-        """Give shift ``ref`` to a compliant cover, or drop it (needs a decision)."""
-        shift = self.schedule.shifts.get(ref) or self.original.shifts[ref]
+        """Give shift ``ref`` (still on its owner's schedule) to a compliant cover, or drop it (needs a decision)."""
+        shift = self.schedule.shifts[ref]
         span = self.schedule.span[ref]
         from_key = str(shift["person_id"])
-        if ref in self.schedule.shifts:
-            self.schedule.move(ref, None)
+        self.schedule.move(ref, None)
         cover = self._find_cover(from_key, shift, span) if shift["kind"] in COVERABLE_KINDS else None
         change = {"action": "reassign" if cover else "remove", "assignment_id": ref, "from_person_id": self.schedule.people[from_key]["id"],
                   "to_person_id": None, "kind": shift["kind"], "start": _iso(shift["start"]), "end": _iso(shift["end"]), "reason": reason,
@@ -339,10 +338,9 @@ class Planner:
         for violation in future:
             if violation["rule"] == "pgy1_supervision":
                 self.proposals.append(self.supervise(violation))
+        this_week = _iso_week(self.schedule, self.as_of_us)
         for entry in self.before["approaching"]:
-            key = str(entry["person_id"])
-            week = _iso_week(self.schedule, self.as_of_us)
-            if self.schedule.hours_in(key, *week) >= self.threshold:  # moves made for a violation may have done it
+            if self.schedule.hours_in(str(entry["person_id"]), *this_week) >= self.threshold:  # moves made for a violation may have done it
                 self.proposals.append(self.lighten(entry))
         return self.result()
 

@@ -11,10 +11,9 @@ applied on a schedule that is not the one the plan was made for.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
-from ansible_collections.sre.runbooks.plugins.module_utils._acgme import PostgresMapping, check, load_postgres
+from ansible_collections.sre.runbooks.plugins.module_utils._acgme import PostgresMapping, burden, check, load_postgres
 from ansible_collections.sre.runbooks.plugins.module_utils._postgres import fetch_all
 
 ACTIONS = ("reassign", "remove", "add", "override")
@@ -206,14 +205,10 @@ def _future(conn, mapping: PostgresMapping, as_of: Any, rules: Any, params: dict
 def _worse(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Future violations the change created or made worse (by rule and person)."""
     def tally(violations):
-        result: dict[tuple, list[float]] = {}
+        groups: dict[tuple, list[dict[str, Any]]] = {}
         for v in violations:
-            entry = result.setdefault((v["rule"], str(v["person_id"])), [0, 0.0, 0.0])
-            entry[0] += 1
-            entry[1] += abs(v["value"] - v["limit"])
-            # a violation that lasts longer is worse even when its worst value stays the same
-            entry[2] += (datetime.fromisoformat(v["end"]) - datetime.fromisoformat(v["start"])).total_seconds()
-        return result
+            groups.setdefault((v["rule"], str(v["person_id"])), []).append(v)
+        return {key: burden(group) for key, group in groups.items()}
     old, new = tally(before), tally(after)
     worse = {key for key, (count, excess, span) in new.items()
              if key not in old or count > old[key][0] or excess > old[key][1] + 1e-6 or span > old[key][2] + 1e-6}
