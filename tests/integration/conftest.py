@@ -12,6 +12,18 @@ import pytest
 import requests
 
 
+def postgres_helpers():
+    """tests/integration/_postgres.py, imported after pytest loaded it as a plugin (importing it at module level
+    would keep pytest from rewriting its asserts)."""
+    from tests.integration import _postgres  # pylint: disable=import-outside-toplevel
+    return _postgres
+
+
+def wait_until(*args, **kwargs):
+    """_postgres.wait_until: poll a predicate until it holds or time runs out."""
+    return postgres_helpers().wait_until(*args, **kwargs)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:

@@ -14,19 +14,10 @@ import pytest
 from ansible_collections.sre.runbooks.plugins.modules import ip_blocklist
 from tests.unit.plugins.modules.utils import run_module
 
+from .conftest import wait_until
+
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration._postgres"]
-
-
-def _pg():
-    """tests/integration/_postgres.py, imported after pytest loaded it as a plugin (importing it at module level
-    would keep pytest from rewriting its asserts)."""
-    from tests.integration import _postgres  # pylint: disable=import-outside-toplevel
-    return _postgres
-
-
-def wait_until(*args, **kwargs):
-    return _pg().wait_until(*args, **kwargs)
 
 
 SERVER = "10.99.0.1"
