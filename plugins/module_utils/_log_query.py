@@ -290,7 +290,7 @@ def first_field(record: Record, names: tuple) -> Any:
     return None
 
 
-def _positive(p: dict, name: str, default: int) -> int:
+def _whole_number(p: dict, name: str, default: int, minimum: int) -> int:
     value = p.get(name)
     if value is None:
         return default
@@ -298,22 +298,17 @@ def _positive(p: dict, name: str, default: int) -> int:
         number = int(value)
     except (TypeError, ValueError):
         raise LogQueryError(name, f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise LogQueryError(name, "must be 1 or more")
+    if number < minimum:
+        raise LogQueryError(name, f"must be {minimum} or more")
     return number
+
+
+def _positive(p: dict, name: str, default: int) -> int:
+    return _whole_number(p, name, default, 1)
 
 
 def _non_negative(p: dict, name: str, default: int) -> int:
-    value = p.get(name)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise LogQueryError(name, f"{value!r} is not a whole number") from None
-    if number < 0:
-        raise LogQueryError(name, "must be 0 or more")
-    return number
+    return _whole_number(p, name, default, 0)
 
 
 # --- files ------------------------------------------------------------------------------------
