@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from conftest import PROMETHEUS_URL
+from harness import PROMETHEUS_URL
 
 
 def test_every_target_up_and_no_alert_firing():

@@ -1,0 +1,177 @@
+"""The harness every lab scenario's tests use: the lab's faults, Prometheus, and the runbook playbooks run as on call.
+
+A scenario's ``tests/conftest.py`` puts ``molecule/shared`` on ``sys.path`` and does ``from harness import *``.
+
+A test per alert (``test_<alert>.py``) follows the same shape::
+
+    def test_<alert>(runbook):
+        before = snapshot()                     # the state the remediation would change
+        with fault("name", "--option", "value"):
+            wait_for_value("<the alert's PromQL>", lambda v: v > threshold, "the alert's condition")
+            dry = runbook("<alert>.yml", remediate=False)
+            assert snapshot() == before          # remediation off changes nothing
+            run = runbook("<alert>.yml", remediate=True)
+            assert run.ok and "<cause>" in run.decision["cause"]
+            # ... the fault is gone (pool under 90 %, IP refused, query terminated, ...)
+            rerun = runbook("<alert>.yml", remediate=True)
+            assert rerun.actions == [] and not rerun.fleet_changed
+
+``fault`` always switches the fault off again, so a failing test leaves the lab clean for the next one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+import requests
+
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[2]))
+LAB_STATE = Path(os.environ["LAB_STATE_DIR"])
+INCIDENTS = Path(os.environ["RUNBOOK_INCIDENT_DIR"])
+PORT_OFFSET = int(os.environ.get("LAB_PORT_OFFSET", "0"))
+PROMETHEUS_URL = f"http://127.0.0.1:{19090 + PORT_OFFSET}"
+BIN = Path(sys.executable).parent
+RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+"
+                   r"failed=(?P<failed>\d+)")
+
+
+def lab(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``lab/lab ARGS`` against this scenario's lab; fails the test with the lab's own message."""
+    proc = subprocess.run([str(REPO / "lab" / "lab"), *args], capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, "LAB_STATE_DIR": str(LAB_STATE), "LAB_PORT_OFFSET": str(PORT_OFFSET)})
+    assert proc.returncode == 0, f"lab {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@contextlib.contextmanager
+def fault(name: str, *options: str) -> Iterator[subprocess.CompletedProcess]:
+    """The lab fault NAME on for the block, off again afterwards whatever happens."""
+    started = lab("fault", name, "on", *options)
+    try:
+        yield started
+    finally:
+        lab("fault", name, "off")
+
+
+def lab_ssh(host: str, command: str, timeout: float = 60) -> str:
+    """Run a shell command in a lab host over SSH (as the engineer would with ``lab/lab ssh``)."""
+    return lab("ssh", host, "--", command, timeout=timeout).stdout
+
+
+def prometheus_value(query: str) -> float | None:
+    """The instant value of a scalar-ish PromQL query (first series), or None when it returns nothing."""
+    response = requests.get(f"{PROMETHEUS_URL}/api/v1/query", params={"query": query}, timeout=10)
+    response.raise_for_status()
+    result = response.json()["data"]["result"]
+    if not result:
+        return None
+    value = float(result[0]["value"][1])
+    return None if value != value else value  # NaN (0/0) means no traffic yet
+
+
+def wait_for_value(query: str, predicate: Callable[[float], bool], what: str, timeout: float = 150, interval: float = 3) -> float:
+    """Poll Prometheus until QUERY's value satisfies PREDICATE; fails naming WHAT and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: float | None = None
+    while time.monotonic() < deadline:
+        last = prometheus_value(query)
+        if last is not None and predicate(last):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not reached within {timeout:.0f} s (last value {last}; query {query})")
+
+
+def wait_for_alert(alertname: str, state: str = "firing", timeout: float = 180) -> dict:
+    """Wait until Prometheus reports the alert in STATE; returns the alert (labels, annotations)."""
+    deadline = time.monotonic() + timeout
+    seen: list[dict] = []
+    while time.monotonic() < deadline:
+        seen = requests.get(f"{PROMETHEUS_URL}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+        for alert in seen:
+            if alert["labels"].get("alertname") == alertname and alert["state"] == state:
+                return alert
+        time.sleep(3)
+    raise AssertionError(f"{alertname} not {state} within {timeout:.0f} s; alerts: "
+                         f"{[(a['labels'].get('alertname'), a['state']) for a in seen]}")
+
+
+@dataclass
+class RunbookRun:
+    """One ansible-playbook run: its output, the play recap per host and the incident record it wrote."""
+
+    proc: subprocess.CompletedProcess
+    record: dict[str, Any]
+    recap: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.proc.returncode == 0
+
+    @property
+    def output(self) -> str:
+        return self.proc.stdout + self.proc.stderr
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        return self.record.get("decision") or {}
+
+    @property
+    def actions(self) -> list[dict]:
+        return self.record.get("actions") or []
+
+    @property
+    def report(self) -> str:
+        path = Path(self.record.get("path", "")) / "report.md" if self.record.get("path") else None
+        return path.read_text() if path and path.is_file() else ""
+
+    @property
+    def fleet_changed(self) -> dict[str, int]:
+        """Lab hosts on which a task reported a change (localhost writes the incident record: not the fleet)."""
+        return {host: counts["changed"] for host, counts in self.recap.items() if host != "localhost" and counts["changed"]}
+
+
+@pytest.fixture(name="runbook")
+def runbook_fixture(tmp_path_factory) -> Callable[..., RunbookRun]:
+    """``runbook("slow_response_time.yml", remediate=True, alert={...}, **extra_vars)`` runs it on the lab inventory.
+
+    Each test gets its own incident directory, so a rerun joins (or, once resolved, follows) its own incident.
+    Verification and escalation windows are short so a test takes seconds, not the runbook's 15 minutes.
+    """
+    work = tmp_path_factory.mktemp("runbook")
+    incidents = INCIDENTS / work.name
+
+    def run(playbook: str, remediate: bool, alert: dict | None = None, **extra: Any) -> RunbookRun:
+        variables: dict[str, Any] = {"runbook_remediate": remediate, "runbook_incident_dir": str(incidents),
+                                     "runbook_poll_seconds": 5, "runbook_monitor_minutes": 0.5,
+                                     "runbook_escalate_after_minutes": 2, **extra}
+        if alert is not None:
+            variables["alert"] = alert
+        extra_file = work / f"extra-{time.monotonic_ns()}.json"
+        extra_file.write_text(json.dumps(variables))
+        env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+               "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"), "LAB_STATE_DIR": str(LAB_STATE),
+               "LAB_PORT_OFFSET": str(PORT_OFFSET)}
+        before = {p: p.stat().st_mtime for p in incidents.glob("*/incident.json")} if incidents.is_dir() else {}
+        proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(REPO / "inventories" / "lab"), "-e", f"@{extra_file}",
+                               str(REPO / "playbooks" / playbook)],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+        touched = [p for p in incidents.glob("*/incident.json") if before.get(p) != p.stat().st_mtime] if incidents.is_dir() else []
+        newest = max(touched, key=lambda p: p.stat().st_mtime) if touched else None
+        record = json.loads(newest.read_text()) if newest else {}
+        if newest:
+            record["path"] = str(newest.parent)
+        recap = {m["host"]: {k: int(m[k]) for k in ("ok", "changed", "unreachable", "failed")}
+                 for m in (RECAP.match(line) for line in proc.stdout.splitlines()) if m}
+        return RunbookRun(proc=proc, record=record, recap=recap)
+
+    return run
