@@ -34,6 +34,13 @@ def validate_base_url(url: str, option: str = "url") -> str:
     parts = urlsplit(url or "")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{option}: expected an http(s) URL such as http://127.0.0.1:9090, got {url!r}")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        # a line break here would be a second request line or header on the wire
+        raise ValueError(f"{option}: the URL contains whitespace or a control character: {url!r}")
+    try:
+        parts.port  # pylint: disable=pointless-statement
+    except ValueError:
+        raise ValueError(f"{option}: the port in {url!r} is not a number between 0 and 65535") from None
     return url.rstrip("/")
 
 

@@ -31,6 +31,8 @@ KINDS = ("alert", "acgme", "ml")
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _LIST_KEYS = ("findings", "actions", "unchecked", "follow_ups", "notifications", "escalations")
 _DICT_KEYS = ("decision", "documentation", "assessment")
+# What the runbooks call a severity: the Residency Scheduler alerts' labels and the Heart Disease runbook's levels.
+SEVERITIES = ("critical", "warning", "info", "sev1", "sev2", "sev3", "sev4", "1", "2", "3", "4")
 _SCALAR_KEYS = ("severity", "title", "summary", "severity_info", "kind", "metric", "severity_reasons", "issue_type")
 
 # What each runbook asks the record to document, in its own words (key, label).

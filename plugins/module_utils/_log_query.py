@@ -61,6 +61,7 @@ AUTH_IP_FIELDS = ("ip", "client_ip", "remote_addr", "source_ip", "src_ip")
 AUTH_ACCOUNT_FIELDS = ("account", "user", "username", "user_id", "email", "key")
 TIMELINE_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 MAX_TIMELINE_SLOTS = 100000  # distinct time slots counted before they are coarsened (about 70 days of minutes)
+MAX_WORKERS = 64  # forked scanners; more than the CPUs only adds contention
 MISSING = "(missing)"
 GROUP_BY_BUILTINS = ("fingerprint", "exception_type", "level", "logger", "message", "none")
 
@@ -185,6 +186,8 @@ class Query:
         self.max_message_length = _positive(p, "max_message_length", 500)
         workers = p.get("workers")
         self.workers = _non_negative(p, "workers", 0) if workers is not None else 0
+        if self.workers > MAX_WORKERS:
+            raise LogQueryError("workers", f"at most {MAX_WORKERS} (0 picks one per idle CPU), got {self.workers}")
         if self.workers == 0:
             self.workers = auto_workers()
 

@@ -479,18 +479,23 @@ class Systemctl:
 # --------------------------------------------------------------------------- entry point
 
 
-def collect(units: Any, systemctl: Systemctl, now: Optional[float] = None, journal_lines: int = 20,
-            journal_since: Any = None, journal_priority: Any = None, include_dependencies: bool = False,
-            include_implicit_dependencies: bool = False, max_restarts: int = 0) -> dict[str, Any]:
-    """Status of ``units`` (names or a list) as the module returns it."""
-    now = time.time() if now is None else now
+def check_options(units: Any, now: float, journal_lines: Any = 20, journal_since: Any = None, journal_priority: Any = None,
+                  max_restarts: Any = 0) -> tuple[list[str], Optional[datetime], Optional[str]]:
+    """Every option checked before systemd is asked anything: (unit names, journal since, journal priority)."""
     names = normalise_units(units)
     if journal_lines is None or journal_lines < 0:
         raise InvalidInput(f"journal_lines: expected 0 or more lines, got {journal_lines!r}")
     if max_restarts is None or max_restarts < 0:
         raise InvalidInput(f"max_restarts: expected 0 or more, got {max_restarts!r}")
-    since = parse_since(journal_since, now)
-    priority = normalise_priority(journal_priority)
+    return names, parse_since(journal_since, now), normalise_priority(journal_priority)
+
+
+def collect(units: Any, systemctl: Systemctl, now: Optional[float] = None, journal_lines: int = 20,
+            journal_since: Any = None, journal_priority: Any = None, include_dependencies: bool = False,
+            include_implicit_dependencies: bool = False, max_restarts: int = 0) -> dict[str, Any]:
+    """Status of ``units`` (names or a list) as the module returns it."""
+    now = time.time() if now is None else now
+    names, since, priority = check_options(units, now, journal_lines, journal_since, journal_priority, max_restarts)
 
     blocks = systemctl.show(names, PROPERTIES)
     reports = {name: unit_report(name, props, now, max_restarts) for name, props in zip(names, blocks)}

@@ -47,7 +47,7 @@ options:
     type: str
   severity:
     description:
-      - Severity as the runbook names it (V(critical), V(warning), V(info), or V(sev1) to V(sev4)).
+      - Severity as the runbook names it (V(critical), V(warning), V(info), V(sev1) to V(sev4), or V(1) to V(4)), in any case.
       - With O(state=open) a new incident gets V(warning) when this is not set; otherwise the severity is only changed when set.
     type: str
   alert:
@@ -214,7 +214,7 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sre.runbooks.plugins.module_utils._incident import IncidentError, open_or_join, update
+from ansible_collections.sre.runbooks.plugins.module_utils._incident import SEVERITIES, IncidentError, open_or_join, update
 
 UPDATE_KEYS = ("findings", "decision", "actions", "unchecked", "next_steps", "follow_ups", "events", "status", "summary",
                "severity", "severity_info", "acknowledged", "escalations", "notifications", "documentation", "assessment", "severity_reasons",
@@ -259,6 +259,8 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
+    if params["severity"] is not None and params["severity"].strip().lower() not in SEVERITIES:
+        module.fail_json(msg=f"severity: expected one of {', '.join(SEVERITIES)}, got {params['severity']!r}; nothing was written")
     try:
         if params["state"] == "open":
             directory, record, joined, changed = open_or_join(

@@ -266,6 +266,8 @@ units:
       returned: when O(include_dependencies=true)
 """
 
+import time
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.runbooks.plugins.module_utils._systemd import (
@@ -274,6 +276,7 @@ from ansible_collections.sre.runbooks.plugins.module_utils._systemd import (
     InvalidInput,
     SystemdError,
     Systemctl,
+    check_options,
     check_systemd_host,
     collect,
 )
@@ -298,6 +301,9 @@ def main() -> None:
         return module.run_command(list(argv), environ_update=COMMAND_ENV, check_rc=False)
 
     try:
+        # bad options are named before anything else, also on a host without systemd
+        check_options(params["units"], time.time(), params["journal_lines"], params["journal_since"], params["journal_priority"],
+                      params["max_restarts"])
         systemctl_path = module.get_bin_path("systemctl", opt_dirs=list(BIN_SEARCH_PATH))
         check_systemd_host(systemctl_path)
         systemctl = Systemctl(runner, systemctl_path,
