@@ -64,8 +64,8 @@ def api(tmp_path_factory):
         wait_http(f"{url}/health", timeout=60)
         inventory = state / "inventory.json"
         # The module needs PyYAML on the target for format=yaml: the host's venv python (bound read-only) has it.
-        inventory.write_text(json.dumps({"all": {"hosts": {HOST: {**hosts.ansible_host_vars(HOST),
-                                                                   "ansible_python_interpreter": str(VENV_BIN / "python")}}}}))
+        host_vars = {**hosts.ansible_host_vars(HOST), "ansible_python_interpreter": str(VENV_BIN / "python")}
+        inventory.write_text(json.dumps({"all": {"hosts": {HOST: host_vars}}}))
         keys = yaml.safe_load((home / "config" / "config.yaml").read_text())["api"]["auth"]["api_keys"]
         yield {"url": url, "config": home / "config" / "config.yaml", "inventory": inventory, "dir": state, "api_key": keys[0],
                "partner_key": keys[1]}
@@ -199,7 +199,7 @@ def test_reload_that_does_not_take_rolls_back(api):
                   "rotation_id": "INC-6"}
         proc, recap = play(api, JWT_TASK.format(**fields))
         assert proc.returncode != 0 and recap["failed"] == 1, proc.stdout[-3000:]
-        result = json.loads(re.search(r"FAILED! => (\{.*?\n\})", proc.stdout, re.S).group(1))
+        result = json.loads(re.search(r"FAILED! => (\{.*\})$", proc.stdout, re.M).group(1))
         assert result["rolled_back"] is True and result["old_secret_works"] is True and result["changed"] is False
         assert "rolled back: put back" in " ".join(result["steps"]) and result["msg"].startswith("verify_url:")
         assert api["config"].read_bytes() == config and main_pid() == pid
