@@ -21,11 +21,11 @@ description:
     so the balancer keeps serving its previous members. With HAProxy and O(lb_runtime_socket), the running HAProxy is asked (Runtime
     API C(show servers state)) whether it has exactly the new members, all up; if not within O(lb_runtime_timeout) the previous file is
     put back and reloaded.
-  - B(Standby hosts of a group) take two tasks in a play over the standby group with C(serial: 1) and C(max_fail_percentage: 0)
+  - B(Standby hosts of a group) take two tasks in a play over the standby group with C(serial=1) and C(max_fail_percentage=0)
     (see EXAMPLES). O(mode=host), on the standby host, starts its unit O(unit) and waits for O(health_url); an instance that does not
     become healthy is stopped again and the task fails, which stops the play, so the rollout stops there. O(mode=members), delegated to
     the load balancer host, then adds the host's address (O(members), O(members_state=present)) once the balancer itself sees it healthy
-    at O(health_url). Scale in is the reverse: O(members_state=absent) on the balancer (drained), then O(state=stopped) on the host.
+    at O(health_url). Scale in is the reverse, first O(members_state=absent) on the balancer (drained), then O(state=stopped) on the host.
 options:
   mode:
     description:
