@@ -19,10 +19,11 @@ from psycopg import sql
 
 from ansible_collections.sre.runbooks.plugins.module_utils._rotate import jwt_hs256
 from ansible_collections.sre.runbooks.plugins.modules import rotate_credentials
-from lab.heart_disease.common import key_id
+from lab.heart_disease.common import Home, key_id, load_config
 from tests.unit.plugins.modules.utils import run_module
 
 from ._redis import RedisServer
+from .conftest import free_port, wait_http
 from .test_heart_disease_lab import Lab
 
 pytestmark = pytest.mark.integration
@@ -30,9 +31,34 @@ pytest_plugins = ["tests.integration._postgres"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+class PatientLab(Lab):
+    """The Heart Disease installation of test_heart_disease_lab, with room for a machine busy with other work: the build and
+    the API's start are waited for (up to 5 minutes) rather than timed; a fast machine does not wait any longer."""
+
+    def __init__(self, root: Path) -> None:  # pylint: disable=super-init-not-called
+        self.home = Home.of(root / "home")
+        self.api_port, self.worker_port = free_port(), free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.worker_url = f"http://127.0.0.1:{self.worker_port}"
+        self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        self.procs: dict[str, subprocess.Popen] = {}
+        subprocess.run([sys.executable, "-m", "lab.heart_disease.build", "--home", str(self.home.root), "--api-port", str(self.api_port),
+                        "--worker-port", str(self.worker_port)], cwd=REPO_ROOT, env=self.env, capture_output=True, text=True,
+                       timeout=300, check=True)
+        self.api_key, self.partner_key = load_config(self.home)["api"]["auth"]["api_keys"][:2]
+
+    def start(self, service: str) -> subprocess.Popen:
+        log = (self.home.root / f"{service}.stderr").open("ab")  # pylint: disable=consider-using-with
+        proc = subprocess.Popen([sys.executable, "-m", f"lab.heart_disease.{service}", "--home", str(self.home.root),
+                                 "--port", str(self.api_port)], cwd=REPO_ROOT, env=self.env, stdout=log, stderr=log)
+        self.procs[service] = proc
+        wait_http(f"{self.api_url}/health", timeout=300, proc=proc)
+        return proc
+
+
 @pytest.fixture(scope="module")
 def hd(tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("hd_rotate"))
+    lab = PatientLab(tmp_path_factory.mktemp("hd_rotate"))
     try:
         lab.start("api")
         yield lab
