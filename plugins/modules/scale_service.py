@@ -30,7 +30,7 @@ options:
   mode:
     description:
       - V(template) makes the instances of the template unit O(template) exactly O(instances), on this host, and manages the balancer.
-      - V(host) starts (O(state=started), health-gated) or stops this host's O(unit): one standby host of a group.
+      - V(host) starts (O(state=started), health-gated) or stops this host's O(unit), one standby host of a group.
       - V(members) only changes the balancer's members (O(members), O(members_state)); run it on the load balancer host.
     type: str
     choices: [template, host, members]
