@@ -8,6 +8,9 @@ module: rotate_credentials
 short_description: Rotate a PostgreSQL role password, a JWT signing secret or an API key, verified, with rollback
 version_added: 0.1.0
 author: sre.runbooks maintainers (@sre-runbooks)
+requirements:
+  - psycopg 3 on the target for O(kind=postgres_password)
+  - PyYAML on the target for O(format=yaml) (Debian C(python3-yaml), or point C(ansible_python_interpreter) at a Python that has it)
 description:
   - Generates a new secret, makes it valid next to the old one, proves it works, writes the consumer's secret file atomically
     (owner and mode set before the rename), restarts or reloads the consumers, proves they work with it, and only then retires
@@ -377,6 +380,8 @@ def main() -> None:
     try:
         result = rotation.run(module.check_mode)
     except RotationFailed as exc:
+        for warning in exc.result.pop("warnings", None) or []:
+            module.warn(warning)
         module.fail_json(msg=f"{exc}; rolled back", **({"option": exc.option} if exc.option else {}), **exc.result)
     except RotationError as exc:
         module.fail_json(msg=str(exc), **({"option": exc.option} if exc.option else {}))
@@ -384,6 +389,8 @@ def main() -> None:
         module.fail_json(msg=str(exc), **({"option": exc.option} if exc.option else {}))
     if not module._diff:  # pylint: disable=protected-access
         result.pop("diff", None)
+    for warning in result.pop("warnings", None) or []:
+        module.warn(warning)
     module.exit_json(**result)
 
 

@@ -20,12 +20,20 @@ pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration._postgres"]
 
 
+# Two namespaces of the test's own joined by a veth pair: the server in one, the clients (two addresses of each family) in the
+# other. 10.99.0.0/24 and fd00:99::/64 exist only on that link; neither namespace has a route anywhere else.
 SERVER = "10.99.0.1"
+SERVER6 = "fd00:99::1"
 PORT = 8080
 CONNECT = ("import socket, sys\n"
-           "s = socket.socket(); s.settimeout(2); s.bind((sys.argv[1], 0))\n"
+           "family = socket.AF_INET6 if ':' in sys.argv[2] else socket.AF_INET\n"
+           "s = socket.socket(family); s.settimeout(1); s.bind((sys.argv[1], 0))\n"
            "try:\n    s.connect((sys.argv[2], int(sys.argv[3]))); print('open')\n"
            "except OSError as exc:\n    print(type(exc).__name__)\n")
+SERVE = ("import socket\n"
+         "s = socket.socket(socket.AF_INET6); s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)\n"
+         "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('::', %d)); s.listen(64)\n"
+         "while True:\n    c, _a = s.accept(); c.close()\n" % PORT)
 
 
 def sh(*argv, check=True):
@@ -34,30 +42,41 @@ def sh(*argv, check=True):
 
 @pytest.fixture
 def netns():
+    """Yields the server's namespace (where the blocklist goes); the clients live in its sibling ``<name>-c``."""
     if not shutil.which("nft"):
         pytest.fail("nft not installed: apt-get install nftables (requirements/debian.txt)")
     name = f"remed-bl-{os.getpid()}"
-    sh("ip", "netns", "add", name)
+    client = f"{name}-c"
     server = None
     try:
-        sh("ip", "-n", name, "link", "set", "lo", "up")
-        for host in (1, 2, 3):  # all on lo: traffic between them still passes the input hook
-            sh("ip", "-n", name, "addr", "add", f"10.99.0.{host}/32", "dev", "lo")
-        sh("ip", "-n", name, "addr", "add", "fd00:99::2/128", "dev", "lo", "nodad")
-        server = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c",
-                                   f"import socket\ns=socket.socket(); s.bind(('0.0.0.0', {PORT})); s.listen(64)\n"
-                                   "while True:\n    c, _a = s.accept(); c.close()\n"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: connect(name, "10.99.0.3") == "open", what="test server listening")
+        sh("ip", "netns", "add", name)
+        sh("ip", "netns", "add", client)
+        sh("ip", "-n", name, "link", "add", "bl0", "type", "veth", "peer", "name", "bl1", "netns", client)
+        sh("ip", "-n", name, "addr", "add", f"{SERVER}/24", "dev", "bl0")
+        sh("ip", "-n", name, "addr", "add", f"{SERVER6}/64", "dev", "bl0", "nodad")
+        for addr in ("10.99.0.2/24", "10.99.0.3/24"):
+            sh("ip", "-n", client, "addr", "add", addr, "dev", "bl1")
+        for addr in ("fd00:99::2/64", "fd00:99::3/64"):
+            sh("ip", "-n", client, "addr", "add", addr, "dev", "bl1", "nodad")
+        for ns, dev in ((name, "bl0"), (client, "bl1")):
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        server = subprocess.Popen(["ip", "netns", "exec", name, sys.executable, "-c", SERVE],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(lambda: connect(name, "10.99.0.3") == "open" and connect(name, "fd00:99::3", SERVER6) == "open",
+                   what="test server listening on both families")
         yield name
     finally:
         if server is not None:
             server.kill()
             server.wait()
+        sh("ip", "netns", "del", client, check=False)  # the veth pair goes with it
         sh("ip", "netns", "del", name, check=False)
 
 
 def connect(ns, source, target=SERVER):
-    return sh("ip", "netns", "exec", ns, sys.executable, "-c", CONNECT, source, target, str(PORT)).stdout.strip()
+    """Connect from the client namespace of ``ns``: 'open', 'TimeoutError' (dropped) or 'ConnectionRefusedError' (rejected)."""
+    return sh("ip", "netns", "exec", f"{ns}-c", sys.executable, "-c", CONNECT, source, target, str(PORT)).stdout.strip()
 
 
 def ruleset(ns):
@@ -82,8 +101,10 @@ def test_block_check_mode_idempotence_and_unblock(monkeypatch, netns):
     assert not failed, result
     assert result["created_table"] is True and result["elements"]["10.99.0.2"]["timeout"] == 3600
     assert 3590 <= result["elements"]["10.99.0.2"]["expires"] <= 3600
-    assert connect(netns, "10.99.0.2") != "open"     # blocked, for real
-    assert connect(netns, "10.99.0.3") == "open"     # a neighbour is not
+    assert connect(netns, "10.99.0.2") == "ConnectionRefusedError"  # blocked, for real: rejected
+    assert connect(netns, "10.99.0.3") == "open"                    # a neighbour is not
+    # The whole IPv6 /64: its neighbour advertisements are blocked too, so the reject cannot be delivered: silence.
+    assert connect(netns, "fd00:99::3", SERVER6) == "TimeoutError"
     assert "ip saddr @blocked_v4 reject" in ruleset(netns)
 
     again, failed = block(monkeypatch, netns, addresses=["10.99.0.2", "fd00:99::/64"], timeout="1h")
@@ -101,12 +122,27 @@ def test_block_check_mode_idempotence_and_unblock(monkeypatch, netns):
     assert not failed and again["changed"] is False
 
 
+def test_drop_silences_blocked_v4_and_v6_addresses_only(monkeypatch, netns):
+    addresses = ["10.99.0.2", "fd00:99::2"]
+    result, failed = block(monkeypatch, netns, addresses=addresses, verdict="drop", timeout="10m")
+    assert not failed and result["added"] == addresses, result
+    assert connect(netns, "10.99.0.2") == "TimeoutError"               # dropped: no answer at all
+    assert connect(netns, "fd00:99::2", SERVER6) == "TimeoutError"
+    assert connect(netns, "10.99.0.3") == "open" and connect(netns, "fd00:99::3", SERVER6) == "open"  # neighbours pass
+    rules = ruleset(netns)
+    assert "ip saddr @blocked_v4 drop" in rules and "ip6 saddr @blocked_v6 drop" in rules
+    again, failed = block(monkeypatch, netns, addresses=addresses, verdict="drop", timeout="10m")
+    assert not failed and again["changed"] is False and again["commands"] == [] and ruleset(netns) == rules
+
+
 def test_block_expires_by_itself(monkeypatch, netns):
-    result, failed = block(monkeypatch, netns, addresses=["10.99.0.2"], timeout="1s")
-    assert not failed and connect(netns, "10.99.0.2") != "open"
-    wait_until(lambda: connect(netns, "10.99.0.2") == "open", timeout=10, what="block expired")
-    listed, failed = block(monkeypatch, netns, check=True, addresses=["10.99.0.2"], timeout="1h")
-    assert listed["added"] == ["10.99.0.2"]  # gone from the set
+    result, failed = block(monkeypatch, netns, addresses=["10.99.0.2", "fd00:99::2"], timeout="4s", verdict="drop")
+    assert not failed and connect(netns, "10.99.0.2") == "TimeoutError"
+    assert connect(netns, "fd00:99::2", SERVER6) == "TimeoutError"
+    wait_until(lambda: connect(netns, "10.99.0.2") == "open" and connect(netns, "fd00:99::2", SERVER6) == "open",
+               timeout=10, what="blocks expired")
+    listed, failed = block(monkeypatch, netns, check=True, addresses=["10.99.0.2", "fd00:99::2"], timeout="1h")
+    assert listed["added"] == ["10.99.0.2", "fd00:99::2"] and listed["elements"] == {}  # gone from both sets
 
 
 def test_guard_rails_and_a_failing_batch_change_nothing(monkeypatch, netns):

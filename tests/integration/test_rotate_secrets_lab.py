@@ -19,9 +19,11 @@ from psycopg import sql
 
 from ansible_collections.sre.runbooks.plugins.module_utils._rotate import jwt_hs256
 from ansible_collections.sre.runbooks.plugins.modules import rotate_credentials
-from lab.heart_disease.common import key_id
+from lab.heart_disease.common import Home, key_id, load_config
 from tests.unit.plugins.modules.utils import run_module
 
+from ._redis import RedisServer
+from .conftest import free_port, wait_http
 from .test_heart_disease_lab import Lab
 
 pytestmark = pytest.mark.integration
@@ -29,9 +31,34 @@ pytest_plugins = ["tests.integration._postgres"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+class PatientLab(Lab):
+    """The Heart Disease installation of test_heart_disease_lab, with room for a machine busy with other work: the build and
+    the API's start are waited for (up to 5 minutes) rather than timed; a fast machine does not wait any longer."""
+
+    def __init__(self, root: Path) -> None:  # pylint: disable=super-init-not-called
+        self.home = Home.of(root / "home")
+        self.api_port, self.worker_port = free_port(), free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.worker_url = f"http://127.0.0.1:{self.worker_port}"
+        self.env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        self.procs: dict[str, subprocess.Popen] = {}
+        subprocess.run([sys.executable, "-m", "lab.heart_disease.build", "--home", str(self.home.root), "--api-port", str(self.api_port),
+                        "--worker-port", str(self.worker_port)], cwd=REPO_ROOT, env=self.env, capture_output=True, text=True,
+                       timeout=300, check=True)
+        self.api_key, self.partner_key = load_config(self.home)["api"]["auth"]["api_keys"][:2]
+
+    def start(self, service: str) -> subprocess.Popen:
+        log = (self.home.root / f"{service}.stderr").open("ab")  # pylint: disable=consider-using-with
+        proc = subprocess.Popen([sys.executable, "-m", f"lab.heart_disease.{service}", "--home", str(self.home.root),
+                                 "--port", str(self.api_port)], cwd=REPO_ROOT, env=self.env, stdout=log, stderr=log)
+        self.procs[service] = proc
+        wait_http(f"{self.api_url}/health", timeout=300, proc=proc)
+        return proc
+
+
 @pytest.fixture(scope="module")
 def hd(tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("hd_rotate"))
+    lab = PatientLab(tmp_path_factory.mktemp("hd_rotate"))
     try:
         lab.start("api")
         yield lab
@@ -181,6 +208,29 @@ PLAYBOOK = """
         application_name_filter: [leaky-app]
       register: terminated
 
+    - name: Force a password reset and revoke the sessions of the leaking account
+      sre.runbooks.app_account:
+        host: 127.0.0.1
+        port: "{{ pg_port }}"
+        user: postgres
+        password: "{{ pg_password }}"
+        database: leak_accounts
+        sslmode: disable
+        accounts: [leaky]
+        force_password_reset: true
+        reason: LeakedCredential
+      register: account
+
+    - name: Cap Redis memory on a password-protected Redis
+      sre.runbooks.redis_config:
+        host: 127.0.0.1
+        port: "{{ redis_port }}"
+        password: "{{ redis_password }}"
+        rewrite: false
+        settings:
+          maxmemory: 48mb
+      register: redis
+
     - name: A failing rotation (rolled back) must not leak either
       sre.runbooks.rotate_credentials:
         kind: jwt_secret
@@ -204,6 +254,8 @@ PLAYBOOK = """
           - {action: rotate db password, host: localhost, result: "{{ dbpw }}"}
           - {action: failed rotation, host: localhost, result: "{{ failing }}"}
           - {action: terminate sessions, host: localhost, result: "{{ terminated }}"}
+          - {action: force password reset, host: localhost, result: "{{ account }}"}
+          - {action: redis maxmemory, host: localhost, result: "{{ redis }}"}
         events:
           - {event: rotated, detail: "{{ jwt.msg }} / {{ apikey.msg }} / {{ dbpw.msg }}"}
 """
@@ -213,11 +265,23 @@ def test_no_secret_in_any_output_or_file(hd, postgres_server, tmp_path):
     with postgres_server.connect() as conn:
         conn.execute("DROP ROLE IF EXISTS leak_app")
         conn.execute(sql.SQL("CREATE ROLE leak_app LOGIN PASSWORD {}").format(sql.Literal("old-leak-app-password-1")))
+        conn.execute("DROP DATABASE IF EXISTS leak_accounts WITH (FORCE)")
+        conn.execute("CREATE DATABASE leak_accounts")
+    account_hash = "$argon2id$v=19$leaky-account-password-hash-7f3a"
+    with postgres_server.connect(dbname="leak_accounts") as conn:  # the app's schema: users, sessions, audit_log
+        conn.execute((REPO_ROOT / "lab" / "scheduler" / "db" / "schema.sql").read_text())
+        conn.execute("INSERT INTO users (username, email, hashed_password, password_salt, role) VALUES ('leaky', 'l@example.org', %s,"
+                     " 'salt-9c1d', 'resident')", (account_hash,))
+        session_ids = [str(r[0]) for r in conn.execute(
+            "INSERT INTO sessions (id, user_id, expires_at) SELECT gen_random_uuid(), id, now() + interval '1 hour' FROM users"
+            " RETURNING id").fetchall()]
+    redis_password = "redis-leak-test-password-4e1b"
+    redis = RedisServer(tmp_path, "--requirepass", redis_password)
     env_file = tmp_path / "app.env"
     env_file.write_text("DB_PASSWORD=old-leak-app-password-1\n")
     old = auth(hd)
     secrets_before = [old["secret_key"], *old["previous_secret_keys"], *old["api_keys"], "old-leak-app-password-1",
-                      postgres_server.superuser_password]
+                      postgres_server.superuser_password, account_hash, "salt-9c1d", *session_ids, redis_password]
     playbook = tmp_path / "rotate.yml"
     playbook.write_text(PLAYBOOK)
     incident_dir = tmp_path / "incidents"
@@ -225,15 +289,20 @@ def test_no_secret_in_any_output_or_file(hd, postgres_server, tmp_path):
     extra = {"incident_dir": str(incident_dir), "config": str(hd.home.config), "api_pid": hd.procs["api"].pid,
              "api_url": hd.api_url, "key_id": key_id(hd.api_key), "partner_key": hd.partner_key,
              "new_key_file": str(tmp_path / "new.key"), "pg_port": postgres_server.port,
-             "pg_password": postgres_server.superuser_password, "env_file": str(env_file)}
+             "pg_password": postgres_server.superuser_password, "env_file": str(env_file), "redis_port": redis.port,
+             "redis_password": redis_password}
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_LOG_PATH=str(log_file),
                ANSIBLE_COLLECTIONS_PATH=str(REPO_ROOT / ".collections"), ANSIBLE_PYTHON_INTERPRETER=sys.executable,
                ANSIBLE_LOCAL_TEMP=str(tmp_path / "tmp"), ANSIBLE_KEEP_REMOTE_FILES="0",
                ANSIBLE_CALLBACKS_ENABLED="sre.runbooks.incident_timeline")  # the incident timeline on
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=tmp_path, delete=False) as handle:
         json.dump(extra, handle)
-    proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-vvv", "--diff", "-i", "localhost,", "-c", "local",
-                           str(playbook), "-e", f"@{handle.name}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    try:
+        proc = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-vvv", "--diff", "-i", "localhost,", "-c", "local",
+                               str(playbook), "-e", f"@{handle.name}"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+                              check=False)
+    finally:
+        redis.stop()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     new = auth(hd)
     new_db = env_file.read_text().split("=", 1)[1].strip()
@@ -253,6 +322,10 @@ def test_no_secret_in_any_output_or_file(hd, postgres_server, tmp_path):
     timeline = next(text for name, text in texts.items() if name.endswith("timeline.jsonl"))
     assert "Rotate the JWT secret" in timeline and "Replace the partner API key" in timeline  # the timeline recorded the tasks
     assert "secret_fingerprint" in texts["stdout"] and "\"own_pid\"" in texts["stdout"]
+    assert "Force a password reset" in timeline and "Cap Redis memory" in timeline
+    assert "50331648" in proc.stdout  # redis_config set maxmemory (48mb) through the password
+    with postgres_server.connect(dbname="leak_accounts") as conn:  # the account task really ran
+        assert conn.execute("SELECT count(*) FROM sessions WHERE revoked_at IS NULL").fetchone()[0] == 0
     for secret in set(secrets_before + secrets_after):
         for name, text in texts.items():
             assert secret not in text, f"a secret ({secret[:4]}…) leaked into {name}"

@@ -167,3 +167,211 @@ def test_guard_rails(host):
     assert failed and result["msg"].startswith("instances: not usable")
     result, failed = scale(host, [p1], check=True, template="web@")
     assert failed and result["msg"].startswith("template:")
+
+
+# -- standby hosts of a group behind a real HAProxy ---------------------------------------------------------------------------
+# Two more systemd hosts (the standby group) each with a plain web.service on its own port; HAProxy runs on the machine, the load
+# balancer host (its binary needs libraries the lab's base image does not carry), in master-worker mode with a Runtime API socket.
+
+STANDBY = [f"remed-sb{i}-{os.getpid() % 100000}" for i in (1, 2)]
+SCALE_OUT = """
+- name: Scale out onto the standby hosts, one at a time
+  hosts: standby
+  serial: 1
+  max_fail_percentage: 0
+  gather_facts: false
+  tasks:
+    - name: Start the web service on this standby host, health-gated
+      sre.runbooks.scale_service:
+        mode: host
+        unit: web.service
+        health_url: "http://127.0.0.1:{{ web_port }}/"
+        health_timeout: "{{ health_timeout | default(5) }}"
+        health_interval: 0.2
+
+    - name: Add it to HAProxy once the balancer sees it healthy
+      sre.runbooks.scale_service:
+        mode: members
+        members: ["{{ inventory_hostname }}=127.0.0.1:{{ web_port }}"]
+        health_url: "http://{server}/"
+        health_interval: 0.2
+        lb_type: haproxy
+        lb_upstream_file: "{{ lb_dir }}/web-backend.cfg"
+        lb_name: web
+        lb_check_command: "{{ lb_check }}"
+        lb_reload_command: "{{ lb_reload }}"
+        lb_runtime_socket: "{{ lb_dir }}/admin.sock"
+      delegate_to: lb
+"""
+SCALE_IN = """
+- name: Take standby hosts out again
+  hosts: standby
+  serial: 1
+  gather_facts: false
+  tasks:
+    - name: Out of HAProxy first, drained
+      sre.runbooks.scale_service:
+        mode: members
+        members_state: absent
+        members: ["127.0.0.1:{{ web_port }}"]
+        lb_type: haproxy
+        lb_upstream_file: "{{ lb_dir }}/web-backend.cfg"
+        lb_name: web
+        lb_check_command: "{{ lb_check }}"
+        lb_reload_command: "{{ lb_reload }}"
+        lb_runtime_socket: "{{ lb_dir }}/admin.sock"
+        drain: 0.2
+      delegate_to: lb
+
+    - name: Then stop it
+      sre.runbooks.scale_service:
+        mode: host
+        unit: web.service
+        state: stopped
+"""
+
+
+class LocalWeb:
+    """The member the balancer already has (an app host that is not a standby): a local HTTP server saying who it is."""
+
+    def __init__(self, port):
+        import http.server  # pylint: disable=import-outside-toplevel
+        import threading  # pylint: disable=import-outside-toplevel
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server API)
+                body = f"instance {port}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def standby(host, tmp_path_factory):
+    lb_dir = tmp_path_factory.mktemp("haproxy")
+    base_port, lb_port = free_port(), free_port()
+    ports = {name: free_port() for name in STANDBY}
+    base = LocalWeb(base_port)
+    (lb_dir / "haproxy.cfg").write_text(
+        f"global\n    stats socket {lb_dir}/admin.sock mode 600 level admin\n\n"
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\n"
+        f"frontend www\n    bind 127.0.0.1:{lb_port}\n    default_backend web\n")
+    (lb_dir / "web-backend.cfg").write_text(f"backend web\n    server app1 127.0.0.1:{base_port} check\n")
+    files = ["-f", str(lb_dir / "haproxy.cfg"), "-f", str(lb_dir / "web-backend.cfg")]
+    subprocess.run(["haproxy", "-W", "-D", "-p", str(lb_dir / "haproxy.pid"), *files], check=True)
+    master = int((lb_dir / "haproxy.pid").read_text().split()[0])
+    try:
+        hosts.boot_many([{"name": name, "ssh_port": free_port(), "fresh": True} for name in STANDBY])
+        for name, port in ports.items():
+            hosts.write_file(name, "/usr/local/bin/web.py", WEB)
+            hosts.write_file(name, "/etc/systemd/system/web.service", UNIT.replace("%i", str(port)))
+            hosts.run(name, "mkdir -p /srv/web && systemctl daemon-reload")
+        inventory = lb_dir / "inventory.json"
+        inventory.write_text(json.dumps({"all": {"children": {
+            "standby": {"hosts": {name: {**hosts.ansible_host_vars(name), "web_port": port} for name, port in ports.items()}},
+            "balancers": {"hosts": {"lb": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}}}))
+        yield {"lb_dir": lb_dir, "inventory": inventory, "ports": ports, "base": str(base_port), "master": master,
+               "lb": f"http://127.0.0.1:{lb_port}/", "check": ["haproxy", "-c", "-q", *files], "reload": ["kill", "-USR2", str(master)]}
+    finally:
+        try:
+            for name in STANDBY:
+                hosts.stop(name)
+        finally:
+            os.kill(master, 15)  # the HAProxy master this fixture started (it takes its workers along)
+            base.httpd.shutdown()
+
+
+def playbook(sb, text, *flags, **extra):
+    path = sb["lb_dir"] / "play.yml"
+    path.write_text(text)
+    variables = {"lb_dir": str(sb["lb_dir"]), "lb_check": sb["check"], "lb_reload": sb["reload"], **extra}
+    (sb["lb_dir"] / "extra.json").write_text(json.dumps(variables))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO_ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=str(REPO_ROOT / ".collections"), PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    proc = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(sb["inventory"]), str(path), "-e", f"@{sb['lb_dir']}/extra.json",
+                           "--diff", *flags], capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT, check=False)
+    recap = {m.group(1): {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+             for m in re.finditer(r"^(\S+)\s+:\s+(ok=.*)$", proc.stdout, re.M)}
+    return proc, recap
+
+
+def runtime(sb):
+    """The running HAProxy's members of backend web: address → operational state (2 = up)."""
+    from ansible_collections.sre.runbooks.plugins.module_utils._scale_service import haproxy_runtime_servers  # pylint: disable=import-outside-toplevel
+    return {addr: row["srv_op_state"] for addr, row in haproxy_runtime_servers(str(sb["lb_dir"] / "admin.sock"), "web").items()}
+
+
+def web_active(name):
+    return hosts.run(name, "systemctl is-active web.service", check=False).stdout.strip()
+
+
+def through_lb(sb, n=18):
+    return Counter(requests.get(sb["lb"], timeout=5).text.split()[1] for _unused in range(n))
+
+
+def test_standby_hosts_health_gated_behind_haproxy(standby):
+    sb = standby
+    s1, s2 = STANDBY
+    p1, p2 = (str(sb["ports"][name]) for name in STANDBY)
+    backend_before = (sb["lb_dir"] / "web-backend.cfg").read_text()
+    assert runtime(sb) == {f"127.0.0.1:{sb['base']}": "2"} and set(through_lb(sb, 4)) == {sb["base"]}
+
+    proc, recap = playbook(sb, SCALE_OUT, "--check")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert recap[s1]["changed"] == 2 and recap[s2]["changed"] == 2  # unit and membership, for each host
+    assert web_active(s1) != "active" and (sb["lb_dir"] / "web-backend.cfg").read_text() == backend_before
+    assert f"+members: 127.0.0.1:{sb['base']}, 127.0.0.1:{p1}" in proc.stdout and "+web.service: active, healthy" in proc.stdout
+
+    # The first standby never gets healthy: stopped again, never in HAProxy, and the second is not even started.
+    hosts.run(s1, f"touch /srv/web/fail-{p1}")
+    proc, recap = playbook(sb, SCALE_OUT, health_timeout=1.5)
+    assert proc.returncode != 0 and recap[s1]["failed"] == 1 and s2 not in recap, proc.stdout[-3000:]
+    assert web_active(s1) != "active" and web_active(s2) != "active"
+    assert runtime(sb) == {f"127.0.0.1:{sb['base']}": "2"} and set(through_lb(sb, 4)) == {sb["base"]}
+
+    hosts.run(s1, f"rm -f /srv/web/fail-{p1}")
+    proc, recap = playbook(sb, SCALE_OUT)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert web_active(s1) == "active" and web_active(s2) == "active"
+    assert runtime(sb) == {f"127.0.0.1:{sb['base']}": "2", f"127.0.0.1:{p1}": "2", f"127.0.0.1:{p2}": "2"}
+    backend = (sb["lb_dir"] / "web-backend.cfg").read_text()
+    assert f"server {s1} 127.0.0.1:{p1} check" in backend and "server app1 " in backend  # the existing member kept its name
+    assert set(through_lb(sb)) == {sb["base"], p1, p2}  # HAProxy really sends traffic to the new instances
+
+    proc, recap = playbook(sb, SCALE_OUT)
+    assert proc.returncode == 0 and recap[s1]["changed"] == 0 and recap[s2]["changed"] == 0, proc.stdout[-3000:]
+
+    proc, recap = playbook(sb, SCALE_IN, "--limit", s2)
+    assert proc.returncode == 0 and recap[s2]["changed"] == 2, proc.stdout[-3000:]
+    assert web_active(s2) != "active" and f"127.0.0.1:{p2}" not in runtime(sb)
+    assert f":{p2}" not in (sb["lb_dir"] / "web-backend.cfg").read_text()
+    assert set(through_lb(sb)) == {sb["base"], p1}
+
+
+def test_members_guard_rails_leave_haproxy_alone(monkeypatch, standby):
+    from ansible_collections.sre.runbooks.plugins.modules import scale_service  # pylint: disable=import-outside-toplevel
+    from tests.unit.plugins.modules.utils import run_module  # pylint: disable=import-outside-toplevel
+    sb = standby
+    common = {"mode": "members", "lb_type": "haproxy", "lb_upstream_file": str(sb["lb_dir"] / "web-backend.cfg"), "lb_name": "web",
+              "lb_check_command": sb["check"], "lb_reload_command": sb["reload"], "lb_runtime_socket": str(sb["lb_dir"] / "admin.sock"),
+              "health_timeout": 1, "health_interval": 0.2, "_ansible_diff": True}
+    before, members = (sb["lb_dir"] / "web-backend.cfg").read_text(), runtime(sb)
+    everyone = list(members)
+    result, failed = run_module(monkeypatch, scale_service.main, {**common, "members": everyone, "members_state": "absent"})
+    assert failed and result["option"] == "min_members" and result["msg"].startswith("members: 0 members would be left")
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    result, failed = run_module(monkeypatch, scale_service.main, {**common, "members": [dead], "health_url": "http://{server}/"})
+    assert failed and result["option"] == "health_url" and result["changed"] is False
+    result, failed = run_module(monkeypatch, scale_service.main, {**common, "members": ["bad;name=127.0.0.1:1"]})
+    assert failed and result["msg"].startswith("members: expected")
+    # A file the balancer's configuration test rejects: the previous one is put back, nothing reloaded.
+    result, failed = run_module(monkeypatch, scale_service.main, {**common, "members": [dead], "lb_check_command": ["false"]})
+    assert failed and result["option"] == "lb_check_command"
+    assert (sb["lb_dir"] / "web-backend.cfg").read_text() == before and runtime(sb) == members
