@@ -146,7 +146,7 @@ def test_alert_starts_its_runbook_once_and_resolved_closes_it(tmp_path):
 
             # the same alert again, as Alertmanager repeats it: the incident is open, no second run
             payload = {"status": "firing", "alerts": [alert]}
-            for _ in range(2):
+            for _repeat in range(2):
                 requests.post(f"{url}/alerts", json=payload, timeout=10).raise_for_status()
             _wait(lambda: log_path.read_text(encoding="utf-8").count("HighErrorRate firing (incident open): no run started") >= 2,
                   "the rulebook declining the repeats", 60)

@@ -114,7 +114,7 @@ def test_stand_in_source_serves_the_webhook():
         queue: asyncio.Queue = asyncio.Queue()
         task = asyncio.create_task(source["main"](queue, {"host": "127.0.0.1", "port": port, "skip_original_data": True}))
         loop = asyncio.get_running_loop()
-        for _ in range(100):
+        for _attempt in range(100):
             try:
                 status = await loop.run_in_executor(None, lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=2))
                 break
@@ -122,7 +122,7 @@ def test_stand_in_source_serves_the_webhook():
                 await asyncio.sleep(0.05)
         posted = await loop.run_in_executor(None, lambda: requests.post(f"http://127.0.0.1:{port}/alerts", json=PAYLOAD, timeout=5))
         bad = await loop.run_in_executor(None, lambda: requests.post(f"http://127.0.0.1:{port}/alerts", data="{", timeout=5))
-        events = [queue.get_nowait() for _ in range(queue.qsize())]
+        events = [queue.get_nowait() for _event in range(queue.qsize())]
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return status, posted, bad, events
