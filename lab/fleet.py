@@ -33,7 +33,7 @@ sys.path.insert(0, str(LAB_DIR))
 
 import hosts  # noqa: E402  (lab/hosts.py)
 
-RULES_DIR = LAB_DIR / "prometheus" / "rules"
+RULES_DIR = REPO / "prometheus" / "rules"  # the collection's rules (prometheus/), one copy for the lab and production
 UNITS_DIR = LAB_DIR / "units"
 WEBHOOK_SCRIPT = LAB_DIR / "alert_webhook.py"
 
