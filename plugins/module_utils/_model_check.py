@@ -515,7 +515,11 @@ def _extract_version(archive: str, destination: Path) -> dict[str, Any]:
     manifest = read_archive(archive)
     with tarfile.open(archive, "r:*") as tar:
         members = [m for m in tar.getmembers() if m.isfile() and m.name.removeprefix("./") in manifest["files"]]
-        tar.extractall(destination, members=members, filter="data")
+        try:
+            tar.extractall(destination, members=members, filter="data")
+        except TypeError:  # Python before 3.11.4 (Debian bookworm: 3.11.2) has no filter; the members are
+            # already checked to be plain files at safe relative paths (read_archive)
+            tar.extractall(destination, members=members)  # nosec B202
     return manifest
 
 
