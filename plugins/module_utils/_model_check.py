@@ -138,6 +138,11 @@ def _number(value: Any) -> float | None:
     return number
 
 
+def _valid_number(value: Any) -> bool:
+    number = _number(value)
+    return number is not None and not math.isnan(number)
+
+
 def read_table(path: str, labelled: bool, option: str) -> tuple[list[dict[str, Any]], list[int]]:
     """Rows of a CSV with the 13 feature columns (and ``target`` when labelled), values as read."""
     file = Path(path)
@@ -685,8 +690,7 @@ def run_checks(p: dict[str, Any], now: float | None = None, interpreter=unit_int
 
     drifted = False
     if "drift" in checks:
-        valid_recent = [r for r in recent_raw if all(_number(r.get(n)) is not None and not math.isnan(_number(r.get(n)))
-                                                    for n in FEATURE_NAMES)]
+        valid_recent = [r for r in recent_raw if all(_valid_number(r.get(n)) for n in FEATURE_NAMES)]
         if len(valid_recent) < p["min_drift_rows"]:
             result["drift"] = {"status": "insufficient_data", "recent_rows": len(valid_recent), "min_rows": p["min_drift_rows"],
                                "significant": [], "moderate": []}
@@ -720,4 +724,3 @@ def run_checks(p: dict[str, Any], now: float | None = None, interpreter=unit_int
     result["verdict"] = {"status": status, "reasons": reasons}
     result["recommendation"] = recommend(live, files_ok, load_ok, performance_ok, backups, floor)
     return result
-

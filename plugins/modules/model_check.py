@@ -14,7 +14,7 @@ description:
   - V(files) checks the live files (named by the live version's backup manifest) against the manifest's sha256
     hashes; the archive itself is verified too.
   - V(performance) loads the live model files and scores the labelled O(sample), then compares accuracy, ROC AUC
-    and F1 with O(floor). Loading is done by the ML system's own interpreter (O(python)), in a subprocess: a
+    and F1 with O(floor). Loading is done by the ML system's own interpreter (O(python)), in a subprocess, because a
     pickle loads reliably only with the library versions that wrote it, and the module may run under the system
     Python without numpy. With O(api_url) and O(api_key) the same sample is also scored through the API's
     C(/predict/batch), which shows what the service really serves.
@@ -150,6 +150,7 @@ attributes:
     description: Read-only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is nothing to show.
 """
 
 EXAMPLES = r"""

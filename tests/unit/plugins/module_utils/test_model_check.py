@@ -35,7 +35,7 @@ PARAMS = {"checks": list(mc.CHECKS), "backup_dir": "backups", "archive_pattern":
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_metrics_agree_with_scikit_learn(seed):
     rng = random.Random(seed)
-    labels = [rng.randint(0, 1) for _ in range(200)]
+    labels = [rng.randint(0, 1) for _index in range(200)]
     scores = [round(rng.random() * 0.6 + 0.4 * y, 2) for y in labels]  # rounded: many ties
     ours = mc.classification_metrics(labels, scores)
     predicted = [int(s >= 0.5) for s in scores]
@@ -71,9 +71,9 @@ def test_psi_bands(value, band):
 
 def test_psi_identical_is_zero_and_a_shift_is_significant():
     rng = random.Random(4)
-    reference = [rng.gauss(240, 47) for _ in range(2000)]
+    reference = [rng.gauss(240, 47) for _index in range(2000)]
     assert mc.psi(reference, reference, "int") == pytest.approx(0.0)
-    same = [rng.gauss(240, 47) for _ in range(500)]
+    same = [rng.gauss(240, 47) for _index in range(500)]
     shifted = [v + 70 for v in same]
     assert mc.psi(reference, same, "int") < 0.1
     assert mc.psi(reference, shifted, "int") > 0.25
