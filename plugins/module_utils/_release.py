@@ -266,7 +266,11 @@ def _extract_verified(archive: str, manifest: dict[str, Any], staging: Path) -> 
     """Extract the listed files into ``staging`` and check every hash again on disk (what will be renamed into place)."""
     with tarfile.open(archive, "r:*") as tar:
         members = [m for m in tar.getmembers() if m.isfile() and m.name.removeprefix("./") in manifest["files"]]
-        tar.extractall(staging, members=members, filter="data")
+        try:
+            tar.extractall(staging, members=members, filter="data")
+        except TypeError:  # Python before 3.11.4 (Debian bookworm: 3.11.2) has no filter; the members are
+            # already checked to be plain files at safe relative paths (read_archive)
+            tar.extractall(staging, members=members)  # nosec B202
     for name, expected in manifest["files"].items():
         actual = sha256_file(staging / name) if (staging / name).is_file() else None
         if actual != expected:
