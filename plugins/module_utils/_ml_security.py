@@ -34,7 +34,7 @@ def _text(item: dict[str, Any]) -> str:
 def exposed_secrets(auth: dict[str, Any], files: Iterable[dict[str, Any]], key_id_length: int = KEY_ID_LENGTH) -> dict[str, Any]:
     """Find the configured secrets in ``files`` (slurp results: ``source``/``path``, ``content``, ``encoding``).
 
-    Returns ``keys`` (each ``index``, ``key_id``, ``files``), ``jwt_secret_files``, ``files`` (paths holding any
+    Returns ``exposed_keys`` (each ``index``, ``key_id``, ``files``), ``jwt_secret_files``, ``files`` (paths holding any
     secret) and ``exposed`` (whether anything was found).
     """
     if not isinstance(auth, dict):
@@ -53,10 +53,10 @@ def exposed_secrets(auth: dict[str, Any], files: Iterable[dict[str, Any]], key_i
                 found_keys.setdefault(index, []).append(path)
         if len(secret) >= 16 and secret in text:
             jwt_files.append(path)
-    exposed_keys = [{"index": index, "key_id": key_id(keys[index], key_id_length), "files": paths}
+    exposed_keys_list = [{"index": index, "key_id": key_id(keys[index], key_id_length), "files": paths}
                     for index, paths in sorted(found_keys.items())]
-    paths = sorted({p for entry in exposed_keys for p in entry["files"]} | set(jwt_files))
-    return {"keys": exposed_keys, "jwt_secret_files": jwt_files, "files": paths, "exposed": bool(paths)}
+    paths = sorted({p for entry in exposed_keys_list for p in entry["files"]} | set(jwt_files))
+    return {"exposed_keys": exposed_keys_list, "jwt_secret_files": jwt_files, "files": paths, "exposed": bool(paths)}
 
 
 def _network(address: str, prefix_v4: int, prefix_v6: int):
