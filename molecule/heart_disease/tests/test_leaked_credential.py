@@ -49,10 +49,15 @@ def test_leaked_credential(runbook):
             assert status("/models/info", other) == 200
             assert new not in recovery.output and leaked not in recovery.output
 
-            for playbook in ("security_incident.yml", "security_recovery.yml"):
-                rerun = runbook(playbook, remediate=True)
-                assert rerun.ok, rerun.output[-4000:]
-                assert rerun.actions == [] and not rerun.fleet_changed, (playbook, rerun.actions)
+            # the security incident is still open (contained, not resolved): the rerun joins it, adds nothing, resolves it
+            rerun = runbook("security_incident.yml", remediate=True)
+            assert rerun.ok, rerun.output[-4000:]
+            assert rerun.actions == incident.record["actions"] and not rerun.fleet_changed
+            assert rerun.decision["networks_to_block"] == [] and rerun.decision["exposed_files"] == []
+            assert rerun.record["status"] == "resolved"
+            rerun = runbook("security_recovery.yml", remediate=True)
+            assert rerun.ok, rerun.output[-4000:]
+            assert rerun.actions == [] and not rerun.fleet_changed
     finally:
         # the block and the evidence belong to this test: later tests' traffic must not meet them
         lab_ssh("ml1", "rm -rf /opt/heart-disease/config/denylist.json /opt/heart-disease/quarantine /opt/heart-disease/config/rotated")
