@@ -54,7 +54,7 @@ def exposed_secrets(auth: dict[str, Any], files: Iterable[dict[str, Any]], key_i
         if len(secret) >= 16 and secret in text:
             jwt_files.append(path)
     exposed_keys_list = [{"index": index, "key_id": key_id(keys[index], key_id_length), "files": paths}
-                    for index, paths in sorted(found_keys.items())]
+                         for index, paths in sorted(found_keys.items())]
     paths = sorted({p for entry in exposed_keys_list for p in entry["files"]} | set(jwt_files))
     return {"exposed_keys": exposed_keys_list, "jwt_secret_files": jwt_files, "files": paths, "exposed": bool(paths)}
 

@@ -29,8 +29,8 @@ def test_exposed_key_is_named_by_id_and_position_never_by_value():
 
 def test_jwt_secret_exposed_and_nothing_found():
     assert exposed_secrets(AUTH, [slurped("/p/a", f"secret={SECRET}")])["jwt_secret_files"] == ["/p/a"]
-    assert exposed_secrets(AUTH, [slurped("/p/a", "nothing")]) == {"exposed_keys": [], "jwt_secret_files": [], "files": [],
-                                                                  "exposed": False}
+    nothing = {"exposed_keys": [], "jwt_secret_files": [], "files": [], "exposed": False}
+    assert exposed_secrets(AUTH, [slurped("/p/a", "nothing")]) == nothing
     with pytest.raises(ValueError, match="api.auth"):
         exposed_secrets(["not", "a", "dict"], [])
 
