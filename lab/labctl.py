@@ -936,13 +936,16 @@ def _ml(action: str):
                            check=False, timeout=120)
         if result.returncode != 0:
             raise LabError(f"ml1: heart_disease fault {name} {action} failed: {(result.stderr or result.stdout).strip()[-500:]}")
-        if action == "off" and name in ("crash_api",):
-            _unit("ml1", "systemctl reset-failed heart-disease-api.service; systemctl restart heart-disease-api.service")
-            url = f"http://{layout.ports.address('ml1', 'ml_api')}/health"
+        if action == "off" and name in ("crash_api", "fail_worker"):
+            unit, kind = ("heart-disease-api", "ml_api") if name == "crash_api" else ("heart-disease-worker", "ml_worker")
+            # only a unit that is not running: off must not restart what a runbook already brought back
+            _unit("ml1", f"systemctl is-active --quiet {unit}.service || "
+                         f"{{ systemctl reset-failed {unit}.service; systemctl restart {unit}.service; }}")
+            url = f"http://{layout.ports.address('ml1', kind)}/health"
             deadline = time.monotonic() + 30
             while not _http_ok(url):
                 if time.monotonic() > deadline:
-                    raise LabError(f"ml1: heart-disease-api not healthy at {url} 30s after its restart")
+                    raise LabError(f"ml1: {unit} not healthy at {url} 30s after its restart")
                 time.sleep(0.3)
         try:
             entry = json.loads(result.stdout)
@@ -955,7 +958,7 @@ def _ml(action: str):
     return run
 
 
-ML_FAULTS = {"ml_crash": "crash_api", "bad_model": "bad_model", "corrupt_model": "corrupt_model", "drift": "drift",
+ML_FAULTS = {"ml_crash": "crash_api", "ml_worker_crash": "fail_worker", "bad_model": "bad_model", "corrupt_model": "corrupt_model", "drift": "drift",
              "leaked_credential": "leaked_credential", "ml_latency": "latency"}
 
 
@@ -1009,6 +1012,8 @@ FAULTS = {
                   on=_process_on(lambda layout, args: ["pg", "--mode", "idle_in_transaction", "--count", "3"], database=True),
                   off=_process_off, hosts_option=False),
         FaultSpec("ml_crash", "action", "heart-disease-api is killed (failed unit)", ("ServiceDown",), on=_ml("on"), off=_ml("off"), hosts_option=False),
+        FaultSpec("ml_worker_crash", "action", "heart-disease-worker exits with status 1 (failed unit)", ("ServiceDown",),
+                  on=_ml("on"), off=_ml("off"), hosts_option=False),
         FaultSpec("bad_model", "action", "a model trained on shuffled labels is deployed", ("ModelQualityBelowFloor",),
                   on=_ml("on"), off=_ml("off"), hosts_option=False),
         FaultSpec("corrupt_model", "action", "the live model file's bytes are damaged; the API cannot load it", ("ModelLoadFailure",),

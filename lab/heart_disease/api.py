@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hmac
+import ipaddress
 import json
 import logging
 import logging.handlers
@@ -23,6 +24,7 @@ import sys
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import NoReturn
 
@@ -92,6 +94,7 @@ class Metrics:
         self.auth_failures = Counter("auth_failures_total", "Rejected authentication attempts", ["reason"],
                                      registry=self.registry)
         self.tokens_issued = Counter("heart_disease_tokens_issued_total", "JWTs issued", registry=self.registry)
+        self.blocked = Counter("heart_disease_blocked_requests_total", "Requests refused by the denylist", registry=self.registry)
         # every label value from the start, so increase() sees the first failure (a series born at 30 shows no increase)
         for reason in ("invalid_api_key", "missing_credentials", "invalid_token", "expired_token"):
             self.auth_failures.labels(reason)
@@ -111,6 +114,7 @@ class Service:
         self.loaded_at: float | None = None
         self.started_at = time.time()
         self._latency_cache: tuple[float, dict] | None = None
+        self._denylist_cache: tuple[float, list] | None = None
         self.load_model()
 
     # -- configuration and model -------------------------------------------------------------
@@ -166,6 +170,42 @@ class Service:
                 return 0.0
         setting = self._latency_cache[1]
         return float(setting.get("delay_seconds", 0)) + random.uniform(0, float(setting.get("jitter_seconds", 0)))
+
+    def blocked_network(self, address: str) -> str | None:
+        """The denylist entry (network) that ADDRESS falls in, or None.
+
+        The denylist is the file ``api.security.denylist_file`` (default ``config/denylist.json``), in the shape
+        sre.runbooks.ip_blocklist writes (``{"blocked": [{"address", "expires", ...}]}``), re-read when it changes;
+        expired entries are ignored. Like a firewall in front of the app, it applies before authentication.
+        """
+        setting = (self.config["api"].get("security") or {}).get("denylist_file", "config/denylist.json")
+        path = self.home.path(setting) if not os.path.isabs(setting) else Path(setting)
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            return None
+        if self._denylist_cache is None or self._denylist_cache[0] != mtime:
+            try:
+                entries = json.loads(path.read_text()).get("blocked") or []
+            except (OSError, ValueError, AttributeError):
+                entries = []
+            self._denylist_cache = (mtime, entries)
+        try:
+            client = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        now = datetime.now(timezone.utc)
+        for entry in self._denylist_cache[1]:
+            try:
+                network = ipaddress.ip_network(str(entry.get("address")), strict=False)
+                expires = entry.get("expires")
+                if expires and datetime.fromisoformat(str(expires).replace("Z", "+00:00")) <= now:
+                    continue
+            except (ValueError, TypeError):
+                continue
+            if client.version == network.version and client in network:
+                return str(network)
+        return None
 
     # -- authentication ----------------------------------------------------------------------
     def match_api_key(self, presented: str) -> str | None:
@@ -278,6 +318,12 @@ def create_app(home: Home, config: dict) -> FastAPI:
         request.state.key_id = "-"
         status = 500
         try:
+            blocked = service.blocked_network(client_ip(request))
+            if blocked:
+                service.metrics.blocked.inc()
+                auth_log.warning("request_blocked ip=%s network=%s path=%s", client_ip(request), blocked, request.url.path)
+                status = 403
+                return JSONResponse({"detail": "forbidden"}, status_code=403)
             response = await call_next(request)
             status = response.status_code
             response.headers["X-Request-ID"] = request.state.request_id

@@ -25,6 +25,9 @@ from ansible_collections.sre.runbooks.plugins.module_utils._files import atomic_
 
 # Never blockable, whatever the input: locking out loopback / link-local / the unspecified address breaks the host.
 ALWAYS_PROTECTED = ["127.0.0.0/8", "::1/128", "0.0.0.0/32", "::/128", "169.254.0.0/16", "fe80::/10"]
+# An application denylist alone (nftables=false) cannot cut the host off its own network; only the addresses the host's
+# own local clients use (health checks, the monitoring agent, the reverse proxy) stay unblockable there.
+DENYLIST_ONLY_PROTECTED = ["127.0.0.1/32", "::1/128", "0.0.0.0/32", "::/128"]
 
 Runner = Callable[[list[str], Optional[str]], tuple[int, str, str]]
 
@@ -49,8 +52,8 @@ def text(net) -> str:
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
-def check_protected(nets, protect: list[str]) -> None:
-    guards = normalise(ALWAYS_PROTECTED + list(protect), "protect")
+def check_protected(nets, protect: list[str], always: list[str] | None = None) -> None:
+    guards = normalise((ALWAYS_PROTECTED if always is None else always) + list(protect), "protect")
     for net in nets:
         for guard in guards:
             if net.version == guard.version and net.overlaps(guard):
@@ -174,7 +177,7 @@ def denylist_plan(entries: list[dict[str, Any]], nets, state: str, timeout: int 
 def run(o: dict[str, Any], runner: Runner, check_mode: bool) -> dict[str, Any]:
     nets = normalise(o["addresses"])
     if o["state"] == "present":
-        check_protected(nets, o["protect"])
+        check_protected(nets, o["protect"], None if o["nftables"] else DENYLIST_ONLY_PROTECTED)
         if len(nets) > o["max_addresses"]:
             raise BlocklistError(f"max_addresses: {len(nets)} addresses, more than max_addresses={o['max_addresses']}; nothing was changed",
                                  option="max_addresses")

@@ -73,7 +73,11 @@ options:
     choices: [drop, reject]
     default: drop
   protect:
-    description: Networks that must never be blocked (loopback and link-local always are).
+    description:
+      - Networks that must never be blocked (loopback and link-local always are).
+      - With O(nftables=false) (the application denylist alone, which cannot cut the host off its network) only
+        C(127.0.0.1), C(::1) and the unspecified addresses are always protected, so other loopback networks can be
+        denied to the application.
     type: list
     elements: str
     default: []
