@@ -760,13 +760,13 @@ def _process_off(layout: Layout, args) -> str:
     return _stop_fault_process(layout, args.fault_name)
 
 
-def _psql(layout: Layout, sql_text: str) -> str:
-    """Run SQL in db1 as postgres (the lab's own admin path)."""
-    result = hosts.run("db1", f"runuser -u postgres -- psql -q -X -At -v ON_ERROR_STOP=1 -p {layout.ports.postgres} -d {fleet.DATABASE} -f -",
-                       input=sql_text, check=False, timeout=60)
+def _psql(layout: Layout, sql_text: str, notices: bool = False, timeout: float = 60) -> str:
+    """Run SQL in db1 as postgres (the lab's own admin path); ``notices`` adds what RAISE NOTICE said."""
+    result = hosts.run("db1", f"cd /tmp && runuser -u postgres -- psql -q -X -At -v ON_ERROR_STOP=1 -p {layout.ports.postgres} -d {fleet.DATABASE} -f -",
+                       input=sql_text, check=False, timeout=timeout)
     if result.returncode != 0:
         raise LabError(f"SQL in db1 failed: {result.stderr.strip()[-400:]}")
-    return result.stdout
+    return result.stdout + (result.stderr if notices else "")
 
 
 def _unit(host: str, command: str) -> None:
@@ -926,6 +926,69 @@ def _work_hours_off(layout: Layout, _args) -> str:
     return f"removed {len(planted['assignment_ids'])} weekend assignment(s) of person {planted['person_id']}"
 
 
+MISSING_INDEX_STATE = "missing_index_fault.json"
+ARCHIVE = "audit_log_archive"
+# The activity feed's statement, as the backend runs it (lab/scheduler/repository.py PostgresRepository.audit).
+FEED_QUERY = ("SELECT id, occurred_at, user_id, action, entity, entity_id FROM audit_log "
+              "WHERE occurred_at >= {since} ORDER BY occurred_at DESC LIMIT 50")
+
+
+def _missing_index_on(layout: Layout, args) -> str:
+    """Three years of audit history land in an archive table that inherits audit_log, attached without the
+    occurred_at index: the activity feed (/api/v1/audit) now reads it by a sequential scan. The archive grows in
+    chunks until the feed's statement takes --target seconds on this machine now (so it is slow whatever the
+    load), then dashboards read the feed on --hosts (default app1) one request after the other."""
+    path = layout.root / MISSING_INDEX_STATE
+    if path.exists():
+        return "already on: " + path.read_text(encoding="utf-8")
+    targets = _selected_hosts(layout, args.hosts or "app1")
+    chunk, cap = 250_000, max(1, int(args.max_rows) // 250_000)
+    out = _psql(layout, f"""
+CREATE UNLOGGED TABLE {ARCHIVE} () INHERITS (audit_log);
+ALTER TABLE {ARCHIVE} OWNER TO {fleet.DB_USER};
+ALTER TABLE {ARCHIVE} SET (parallel_workers = 0, autovacuum_enabled = false);
+DO $$
+DECLARE chunks int := 0; took float8 := 0; t0 timestamptz; since timestamptz := now() - interval '24 hours';
+BEGIN
+  LOOP
+    INSERT INTO {ARCHIVE} (id, occurred_at, user_id, action, entity, entity_id)
+    SELECT -g, timestamptz '2023-01-01 00:00+00' + g * interval '37 seconds', NULL,
+           (ARRAY['schedule.viewed', 'assignment.updated', 'assignment.created', 'export'])[1 + g % 4], 'assignments', (g % 3000)::text
+    FROM generate_series(chunks * {chunk} + 1, (chunks + 1) * {chunk}) AS g;
+    chunks := chunks + 1;
+    COMMIT;
+    PERFORM count(*) FROM {ARCHIVE};  -- sets the new rows' hint bits, as the first reads would
+    t0 := clock_timestamp();
+    PERFORM * FROM ({FEED_QUERY.format(since="since")}) AS feed;  -- a constant, as the backend's literal
+    took := extract(epoch FROM clock_timestamp() - t0);
+    EXIT WHEN took >= {float(args.target)} OR chunks >= {cap};
+  END LOOP;
+  RAISE NOTICE 'lab: % rows, feed %s', chunks * {chunk}, round(took::numeric, 2);
+END $$;
+ANALYZE {ARCHIVE};
+-- the lab's own statements (this one, as postgres) are not the system's: keep them out of pg_stat_statements
+SELECT pg_stat_statements_reset((SELECT oid FROM pg_roles WHERE rolname = current_user)) \\g /dev/null
+SELECT json_build_object('rows', (SELECT count(*) FROM {ARCHIVE}));
+""", notices=True, timeout=600)
+    rows = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])["rows"]
+    notice = next((line.split("lab: ", 1)[1] for line in out.splitlines() if "lab: " in line), "")
+    seconds = float(notice.rsplit(" ", 1)[-1].rstrip("s") or 0) if notice else 0.0
+    outcome = _fault_process(layout, args.fault_name, ["audit_reads", "--targets", ",".join(f"http://{layout.app_addresses()[h]}" for h in targets),
+                                                       "--readers", str(args.readers)])
+    state = {"table": f"public.{ARCHIVE}", "rows": rows, "feed_seconds": seconds, "readers_on": targets,
+             "index": f"{ARCHIVE}_occurred_at_idx",
+             "statement": FEED_QUERY.format(since="now() - interval '24 hours'")}
+    write_json_atomic(path, state)
+    return json.dumps({**state, "readers": outcome})
+
+
+def _missing_index_off(layout: Layout, args) -> str:
+    stopped = _stop_fault_process(layout, args.fault_name)
+    _psql(layout, f"DROP TABLE IF EXISTS {ARCHIVE};")  # its rows and any index added to it since
+    (layout.root / MISSING_INDEX_STATE).unlink(missing_ok=True)
+    return f"dashboards {stopped}; {ARCHIVE} dropped (audit_log as before)"
+
+
 def _ml(action: str):
     """A Heart Disease fault (lab/heart_disease/faults.py), run inside ml1 where the units run."""
     def run(layout: Layout, args) -> str:
@@ -998,6 +1061,13 @@ FAULTS = {
         FaultSpec("work_hours", "action", "a schedule edit gives a PGY-2 resident the whole weekend too: 84 h this week",
                   ("WorkHourThresholdApproaching", "ACGMEWorkHoursWarning", "ACGMEWorkHoursViolation"),
                   on=_work_hours_on, off=_work_hours_off, hosts_option=False),
+        FaultSpec("missing_index", "action", "audit history in an archive table without the occurred_at index: the activity feed "
+                  "reads it by a sequential scan (> 1 s), dashboards on --hosts (default app1) read the feed", ("SlowDatabaseQueries",),
+                  _opt("--target", "--max-rows", "--readers",
+                       _each=[{"type": _positive, "default": 3.0, "help": "grow the archive until the feed takes this many seconds (default 3)"},
+                              {"type": int, "default": 6_000_000, "help": "at most this many rows (default 6000000)"},
+                              {"type": int, "choices": range(1, 5), "default": 2, "help": "dashboards per host (default 2)"}]),
+                  on=_missing_index_on, off=_missing_index_off),
         FaultSpec("pg_connections", "process", "idle sessions opened until PostgreSQL refuses more (max_connections)",
                   ("PostgreSQLHighConnections",),
                   on=_process_on(lambda layout, args: ["pg", "--mode", "connections", "--count", "100"], database=True),
@@ -1055,7 +1125,7 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-LAB_ENTRIES = {MARKER, STATE_FILE, "hosts", "ssh", ".ssh.lock", "secrets.json", "traffic", "prometheus", "faults", ACGME_STATE, HOURS_STATE}
+LAB_ENTRIES = {MARKER, STATE_FILE, "hosts", "ssh", ".ssh.lock", "secrets.json", "traffic", "prometheus", "faults", ACGME_STATE, HOURS_STATE, MISSING_INDEX_STATE}
 
 
 def _reset_state_dir(root: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Optional
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -182,6 +182,15 @@ def schedules(request: Request, start: Optional[date] = None, days: int = 7):
         "end": (start + timedelta(days=days)).isoformat(),
         "blocks": [{**b, "assignments": by_block.get(b["id"], [])} for b in blocks],
     }
+
+
+@_route("GET", "/audit")
+def audit(request: Request, hours: float = Query(24.0, gt=0, le=24 * 366), limit: int = Query(50, ge=1, le=500)):
+    """The activity feed (coordinators' dashboard): the audit events of the last ``hours``, newest first."""
+    current_user(request)
+    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    return {"since": since.isoformat(), "events": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+                                                   for row in request.app.state.ctx.repository.audit(since, limit)]}
 
 
 @_route("GET", "/export")
