@@ -846,15 +846,37 @@ ACGME_STATE = "acgme_fault.json"
 def _acgme_on(layout: Layout, _args) -> str:
     """A schedule edit: the supervising faculty of one future weekday block are taken off it, leaving every
     PGY-1 resident on that block unsupervised (one pgy1_supervision violation each). The removed rows are kept."""
-    path = layout.root / ACGME_STATE
+    return _remove_supervision(layout, layout.root / ACGME_STATE, "AM", 1)
+
+
+def _acgme_off(layout: Layout, _args) -> str:
+    return _restore_supervision(layout, layout.root / ACGME_STATE)
+
+
+REPEATED_STATE = "acgme_repeated_fault.json"
+
+
+def _acgme_repeated_on(layout: Layout, _args) -> str:
+    """The same edit on the next three weekday afternoons (an attending's absence nobody covered): every PGY-1 on
+    them breaks pgy1_supervision three times, the same pattern repeated."""
+    return _remove_supervision(layout, layout.root / REPEATED_STATE, "PM", 3)
+
+
+def _acgme_repeated_off(layout: Layout, _args) -> str:
+    return _restore_supervision(layout, layout.root / REPEATED_STATE)
+
+
+def _remove_supervision(layout: Layout, path: Path, time_of_day: str, blocks: int) -> str:
+    """Take the supervising faculty off the next ``blocks`` future weekday blocks (``time_of_day``) with PGY-1
+    residents; the removed rows are kept in ``path`` for ``off``. Prints the blocks and the planted violations."""
     if path.exists():
         return "already on: " + path.read_text(encoding="utf-8")
-    rows = _psql(layout, """
+    rows = _psql(layout, f"""
 WITH target AS (
   SELECT b.id FROM blocks b
-  WHERE b.date > current_date + 1 AND NOT b.is_weekend AND b.time_of_day = 'AM'
+  WHERE b.date > current_date + 1 AND NOT b.is_weekend AND b.time_of_day = '{time_of_day}'
     AND EXISTS (SELECT 1 FROM assignments a JOIN people p ON p.id = a.person_id WHERE a.block_id = b.id AND p.pgy_level = 1)
-  ORDER BY b.date LIMIT 1)
+  ORDER BY b.date LIMIT {int(blocks)})
 DELETE FROM assignments a USING target, people f
 WHERE a.block_id = target.id AND f.id = a.person_id AND f.type = 'faculty' AND a.role = 'supervising'
 RETURNING json_build_object('id', a.id, 'block_id', a.block_id, 'person_id', a.person_id,
@@ -863,27 +885,30 @@ RETURNING json_build_object('id', a.id, 'block_id', a.block_id, 'person_id', a.p
     removed = [json.loads(line) for line in rows.splitlines() if line.strip().startswith("{")]
     if not removed:
         raise LabError("no future weekday block with PGY-1 residents and supervising faculty found")
-    block = removed[0]["block_id"]
+    block_ids = sorted({int(r["block_id"]) for r in removed})
     interns = _psql(layout, f"SELECT a.person_id FROM assignments a JOIN people p ON p.id = a.person_id "
-                            f"WHERE a.block_id = {int(block)} AND p.pgy_level = 1 ORDER BY 1;")
-    planted = {"block_id": block, "removed": removed,
+                            f"WHERE a.block_id IN ({','.join(map(str, block_ids))}) AND p.pgy_level = 1 ORDER BY 1;")
+    planted = {"block_id": block_ids[0], "block_ids": block_ids, "removed": removed,
                "violations": [{"rule": "pgy1_supervision", "person_id": int(x)} for x in interns.split()]}
     write_json_atomic(path, planted)
-    return json.dumps({"block_id": block, "violations": planted["violations"]})
+    if len(block_ids) == 1:
+        return json.dumps({"block_id": block_ids[0], "violations": planted["violations"]})
+    return json.dumps({"block_ids": block_ids, "violations": planted["violations"]})
 
 
-def _acgme_off(layout: Layout, _args) -> str:
-    path = layout.root / ACGME_STATE
+def _restore_supervision(layout: Layout, path: Path) -> str:
     if not path.exists():
         return "not on"
     planted = json.loads(path.read_text(encoding="utf-8"))
     values = ",\n".join(
         f"({int(r['id'])}, {int(r['block_id'])}, {int(r['person_id'])}, {int(r['rotation_template_id']) if r['rotation_template_id'] is not None else 'NULL'}, "
         f"'{r['role']}', '{str(r['created_by']).replace(chr(39), chr(39) * 2)}', '{r['created_at']}')" for r in planted["removed"])
+    # ON CONFLICT: a runbook may have put a supervisor back on the block already
     _psql(layout, "INSERT INTO assignments (id, block_id, person_id, rotation_template_id, role, created_by, created_at) VALUES\n"
                   f"{values} ON CONFLICT DO NOTHING;")
     path.unlink()
-    return f"restored {len(planted['removed'])} supervising assignment(s) of block {planted['block_id']}"
+    blocks = planted.get("block_ids") or [planted["block_id"]]
+    return f"restored {len(planted['removed'])} supervising assignment(s) of block(s) {', '.join(map(str, blocks))}"
 
 
 HOURS_STATE = "work_hours_fault.json"
@@ -1018,6 +1043,26 @@ def _ml(action: str):
     return run
 
 
+def _ml_latency(action: str):
+    """ml_latency: the API's injected delay (the fault module in ml1), and the prediction clients on the machine
+    (lab.heart_disease.traffic, 2 predictions/s through /predict) while it is on, so the latency is measured."""
+    def run(layout: Layout, args) -> str:
+        if action == "off":
+            stopped = _stop_fault_process(layout, args.fault_name)
+            return f"{_ml('off')(layout, args)}; prediction clients {stopped}"
+        outcome = _ml("on")(layout, args)
+        state = load_state(layout) or {}
+        if not any(r.name == f"fault:{args.fault_name}" and r.alive() for r in recorded(state)):
+            running, _proc = start_process(f"fault:{args.fault_name}", "fault",
+                                           [str(venv_python()), "-m", "lab.heart_disease.traffic", "--home",
+                                            str(layout.host_dir("ml1") / "heart-disease"), "--rate", "2"],
+                                           {"PYTHONPATH": str(REPO)}, layout.root / "faults" / f"{args.fault_name}.out", "")
+            state.setdefault("services", []).append(asdict(running))
+            save_state(layout, state)
+        return outcome
+    return run
+
+
 ML_FAULTS = {"ml_crash": "crash_api", "bad_model": "bad_model", "corrupt_model": "corrupt_model", "drift": "drift",
              "leaked_credential": "leaked_credential", "ml_latency": "latency"}
 
@@ -1058,6 +1103,9 @@ FAULTS = {
                   on=_large_export_on, off=_large_export_off, hosts_option=False),
         FaultSpec("acgme_violation", "action", "a schedule edit takes the supervising faculty off a block PGY-1 residents work",
                   ("ACGMEViolationDetected",), on=_acgme_on, off=_acgme_off, hosts_option=False),
+        FaultSpec("acgme_repeated", "action", "the supervising faculty are taken off the next three weekday afternoons: "
+                  "each PGY-1 on them breaks pgy1_supervision three times", ("RepeatedACGMEViolations", "ACGMEViolationDetected"),
+                  on=_acgme_repeated_on, off=_acgme_repeated_off, hosts_option=False),
         FaultSpec("work_hours", "action", "a schedule edit gives a PGY-2 resident the whole weekend too: 84 h this week",
                   ("WorkHourThresholdApproaching", "ACGMEWorkHoursWarning", "ACGMEWorkHoursViolation"),
                   on=_work_hours_on, off=_work_hours_off, hosts_option=False),
@@ -1087,8 +1135,8 @@ FAULTS = {
                   on=_ml("on"), off=_ml("off"), hosts_option=False),
         FaultSpec("leaked_credential", "action", "a partner API key leaks and is used from an unknown network, with guessing",
                   ("HeartDiseaseAuthFailureSpike",), on=_ml("on"), off=_ml("off"), hosts_option=False),
-        FaultSpec("ml_latency", "action", "/predict answers slowly", ("HeartDiseaseSlowPredictions",), on=_ml("on"), off=_ml("off"),
-                  hosts_option=False),
+        FaultSpec("ml_latency", "action", "/predict answers slowly (prediction clients send 2/s while it is on)", ("HeartDiseaseSlowPredictions",),
+                  on=_ml_latency("on"), off=_ml_latency("off"), hosts_option=False),
     )
 }
 
@@ -1125,7 +1173,8 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-LAB_ENTRIES = {MARKER, STATE_FILE, "hosts", "ssh", ".ssh.lock", "secrets.json", "traffic", "prometheus", "faults", ACGME_STATE, HOURS_STATE, MISSING_INDEX_STATE}
+LAB_ENTRIES = {MARKER, STATE_FILE, "hosts", "ssh", ".ssh.lock", "secrets.json", "traffic", "prometheus", "faults", ACGME_STATE, HOURS_STATE, MISSING_INDEX_STATE,
+               REPEATED_STATE}
 
 
 def _reset_state_dir(root: Path) -> None:
