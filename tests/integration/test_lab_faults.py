@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ansible_collections.sre.runbooks.plugins.modules import acgme_compliance
+from ansible_collections.sre.runbooks.plugins.modules import acgme_compliance, pg_slow_queries
 from tests.integration.test_lab import HTTP, Lab, _pick_offset
 from tests.unit.plugins.modules.utils import run_module
 
@@ -96,6 +96,21 @@ def acgme_check(lab: Lab) -> dict:
     return result
 
 
+def slow_query_candidates(lab: Lab, statement: str) -> list[dict]:
+    """pg_slow_queries (as the slow-query runbook runs it, as the application's role) explaining STATEMENT."""
+    secrets = json.loads((lab.state_dir / "secrets.json").read_text(encoding="utf-8"))
+    args = {"host": "127.0.0.1", "port": 15432 + lab.offset, "database": "residency_scheduler", "user": "scheduler",
+            "password": secrets["db_password"], "sslmode": "disable", "sections": ["tables"], "explain": statement}
+    mp = pytest.MonkeyPatch()
+    try:
+        result, failed = run_module(mp, pg_slow_queries.main, args)
+    finally:
+        mp.undo()
+    assert not failed, result.get("msg")
+    assert "public.audit_log_archive" in result["missing_index_suspects"]
+    return result["explain"]["index_candidates"]
+
+
 @pytest.mark.parametrize("group", list(GROUPS))
 def test_each_fault_fires_its_alert(lab, group):
     faults = GROUPS[group]
@@ -117,6 +132,10 @@ def test_each_fault_fires_its_alert(lab, group):
             if left:
                 time.sleep(2)
         assert not left, f"not firing within {FIRING_TIMEOUT:.0f}s: {left}"
+        if "missing_index" in outputs:
+            planted = json.loads(outputs["missing_index"].split(": ", 1)[1])
+            assert [(c["name"], c["exists"]) for c in slow_query_candidates(lab, planted["statement"])] == [
+                ("audit_log_archive_occurred_at_idx", False)]
         if "acgme_violation" in outputs:
             # Alertmanager routes it to the compliance receiver and, being critical, pages too
             def routed():
