@@ -9,7 +9,8 @@
 one account from many addresses (credential stuffing); the address is sent as X-Forwarded-For, as
 a proxy in front of the backend would. ``probes``: requests carrying injection and traversal
 patterns. ``audit_reads``: the coordinators' dashboard reading the activity feed
-(``/api/v1/audit``), each reader one request at a time (the slow-query fault's read path). ``pg``: sessions held open in PostgreSQL: idle connections up to ``max_connections``,
+(``/api/v1/audit``), each reader one request at a time (the slow-query fault's read path).
+``pg``: sessions held open in PostgreSQL: idle connections up to ``max_connections``,
 long-running queries, or transactions left idle after taking row locks.
 Runs until SIGTERM. Loopback targets only.
 """
