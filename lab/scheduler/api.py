@@ -57,8 +57,8 @@ class Assignment(BaseModel):
     id: int
     block_id: int
     person_id: int
-    rotation_template_id: int
-    rotation: str
+    rotation_template_id: Optional[int] = None
+    rotation: Optional[str] = None
     role: str
     override_reason: Optional[str] = None
     created_by: str
@@ -98,7 +98,9 @@ def _person_row(row: dict) -> dict:
 
 def _assignment_row(row: dict) -> dict:
     _lose_column(row, "rotation_template_id")
-    return {**row, "rotation": ROTATIONS[row["rotation_template_id"]]}
+    template = row["rotation_template_id"]  # a KeyError when the column is missing: the "other" fault
+    # NULL is allowed by the schema: a supervising faculty member a schedule change added has no rotation
+    return {**row, "rotation": ROTATIONS[template] if template is not None else None}
 
 
 _ENRICH = {Person: _person_row, Assignment: _assignment_row}
