@@ -2,12 +2,15 @@
 
     faultgen.py auth_spray --targets URL[,URL] [--mode accounts|ips] [--rate 5]
     faultgen.py probes --targets URL[,URL] [--rate 2]
+    faultgen.py audit_reads --targets URL[,URL] [--readers 2] [--pause 0.2]
     FAULTGEN_DSN=postgresql://... faultgen.py pg --mode connections|long_queries|idle_in_transaction [--count N]
 
 ``auth_spray``: failed logins, either from one address for many accounts (password spray) or for
 one account from many addresses (credential stuffing); the address is sent as X-Forwarded-For, as
 a proxy in front of the backend would. ``probes``: requests carrying injection and traversal
-patterns. ``pg``: sessions held open in PostgreSQL: idle connections up to ``max_connections``,
+patterns. ``audit_reads``: the coordinators' dashboard reading the activity feed
+(``/api/v1/audit``), each reader one request at a time (the slow-query fault's read path).
+``pg``: sessions held open in PostgreSQL: idle connections up to ``max_connections``,
 long-running queries, or transactions left idle after taking row locks.
 Runs until SIGTERM. Loopback targets only.
 """
@@ -30,6 +33,7 @@ from urllib.parse import urlsplit
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 STOP = threading.Event()
 ATTACKER = "203.0.113.{}"  # TEST-NET-3 documentation addresses, only ever sent as a header value
+COORDINATOR = "avery.mensah@residency.lab"  # a lab user (every lab user's password is lab-password)
 ACCOUNTS = [f"user{i:03d}@residency.lab" for i in range(200)]
 PROBE_QUERIES = ("/api/v1/people?type=resident'%20OR%20'1'='1", "/api/v1/assignments?person_id=1%20UNION%20SELECT%20password%20FROM%20users",
                  "/api/v1/schedules?start=../../etc/passwd", "/api/v1/people?type=<script>alert(1)</script>")
@@ -42,12 +46,12 @@ def loopback(url: str) -> str:
     return url.rstrip("/")
 
 
-def send(url: str, body: dict | None = None, headers: dict | None = None) -> int:
+def send(url: str, body: dict | None = None, headers: dict | None = None, timeout: float = 5) -> int:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method="POST" if data else "GET",
                                      headers={"content-type": "application/json", **(headers or {})})
     try:
-        with OPENER.open(request, timeout=5) as response:
+        with OPENER.open(request, timeout=timeout) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -82,6 +86,31 @@ def auth_spray(args) -> None:
 def probes(args) -> None:
     rng = random.Random()
     paced(args.rate, lambda: send(rng.choice(args.targets) + rng.choice(PROBE_QUERIES), headers={"x-forwarded-for": ATTACKER.format(99)}))
+
+
+def audit_reads(args) -> None:
+    """READERS dashboards per target, each reading the activity feed one request after the other."""
+    def reader(target: str) -> None:
+        token = None
+        while not STOP.is_set():
+            if token is None:
+                login = urllib.request.Request(f"{target}/api/v1/auth/login", method="POST", headers={"content-type": "application/json"},
+                                               data=json.dumps({"username": COORDINATOR, "password": "lab-password"}).encode())
+                try:
+                    with OPENER.open(login, timeout=10) as response:
+                        token = json.loads(response.read())["access_token"]
+                except (OSError, ValueError, KeyError):
+                    STOP.wait(1)
+                    continue
+            status = send(f"{target}/api/v1/audit?hours=24&limit=50", headers={"authorization": f"Bearer {token}"}, timeout=120)
+            if status == 401:
+                token = None
+            STOP.wait(args.pause)
+
+    threads = [threading.Thread(target=reader, args=(target,), daemon=True) for target in args.targets for _n in range(args.readers)]
+    for thread in threads:
+        thread.start()
+    STOP.wait()
 
 
 def pg(args) -> None:
@@ -133,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     probe = commands.add_parser("probes")
     probe.add_argument("--targets", type=lambda v: [loopback(u) for u in v.split(",")], required=True)
     probe.add_argument("--rate", type=float, default=2.0)
+    reads = commands.add_parser("audit_reads")
+    reads.add_argument("--targets", type=lambda v: [loopback(u) for u in v.split(",")], required=True)
+    reads.add_argument("--readers", type=int, choices=range(1, 5), default=2)
+    reads.add_argument("--pause", type=float, default=0.2)
     database = commands.add_parser("pg")
     database.add_argument("--mode", choices=("connections", "long_queries", "idle_in_transaction"), required=True)
     database.add_argument("--count", type=int, default=3)
@@ -141,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate must be more than 0 and at most 50")
     signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     signal.signal(signal.SIGINT, lambda *_: STOP.set())
-    {"auth_spray": auth_spray, "probes": probes, "pg": pg}[args.command](args)
+    {"auth_spray": auth_spray, "probes": probes, "audit_reads": audit_reads, "pg": pg}[args.command](args)
     return 0
 
 

@@ -760,13 +760,13 @@ def _process_off(layout: Layout, args) -> str:
     return _stop_fault_process(layout, args.fault_name)
 
 
-def _psql(layout: Layout, sql_text: str) -> str:
-    """Run SQL in db1 as postgres (the lab's own admin path)."""
-    result = hosts.run("db1", f"runuser -u postgres -- psql -q -X -At -v ON_ERROR_STOP=1 -p {layout.ports.postgres} -d {fleet.DATABASE} -f -",
-                       input=sql_text, check=False, timeout=60)
+def _psql(layout: Layout, sql_text: str, notices: bool = False, timeout: float = 60) -> str:
+    """Run SQL in db1 as postgres (the lab's own admin path); ``notices`` adds what RAISE NOTICE said."""
+    result = hosts.run("db1", f"cd /tmp && runuser -u postgres -- psql -q -X -At -v ON_ERROR_STOP=1 -p {layout.ports.postgres} -d {fleet.DATABASE} -f -",
+                       input=sql_text, check=False, timeout=timeout)
     if result.returncode != 0:
         raise LabError(f"SQL in db1 failed: {result.stderr.strip()[-400:]}")
-    return result.stdout
+    return result.stdout + (result.stderr if notices else "")
 
 
 def _unit(host: str, command: str) -> None:
@@ -846,15 +846,37 @@ ACGME_STATE = "acgme_fault.json"
 def _acgme_on(layout: Layout, _args) -> str:
     """A schedule edit: the supervising faculty of one future weekday block are taken off it, leaving every
     PGY-1 resident on that block unsupervised (one pgy1_supervision violation each). The removed rows are kept."""
-    path = layout.root / ACGME_STATE
+    return _remove_supervision(layout, layout.root / ACGME_STATE, "AM", 1)
+
+
+def _acgme_off(layout: Layout, _args) -> str:
+    return _restore_supervision(layout, layout.root / ACGME_STATE)
+
+
+REPEATED_STATE = "acgme_repeated_fault.json"
+
+
+def _acgme_repeated_on(layout: Layout, _args) -> str:
+    """The same edit on the next three weekday afternoons (an attending's absence nobody covered): every PGY-1 on
+    them breaks pgy1_supervision three times, the same pattern repeated."""
+    return _remove_supervision(layout, layout.root / REPEATED_STATE, "PM", 3)
+
+
+def _acgme_repeated_off(layout: Layout, _args) -> str:
+    return _restore_supervision(layout, layout.root / REPEATED_STATE)
+
+
+def _remove_supervision(layout: Layout, path: Path, time_of_day: str, blocks: int) -> str:
+    """Take the supervising faculty off the next ``blocks`` future weekday blocks (``time_of_day``) with PGY-1
+    residents; the removed rows are kept in ``path`` for ``off``. Prints the blocks and the planted violations."""
     if path.exists():
         return "already on: " + path.read_text(encoding="utf-8")
-    rows = _psql(layout, """
+    rows = _psql(layout, f"""
 WITH target AS (
   SELECT b.id FROM blocks b
-  WHERE b.date > current_date + 1 AND NOT b.is_weekend AND b.time_of_day = 'AM'
+  WHERE b.date > current_date + 1 AND NOT b.is_weekend AND b.time_of_day = '{time_of_day}'
     AND EXISTS (SELECT 1 FROM assignments a JOIN people p ON p.id = a.person_id WHERE a.block_id = b.id AND p.pgy_level = 1)
-  ORDER BY b.date LIMIT 1)
+  ORDER BY b.date LIMIT {int(blocks)})
 DELETE FROM assignments a USING target, people f
 WHERE a.block_id = target.id AND f.id = a.person_id AND f.type = 'faculty' AND a.role = 'supervising'
 RETURNING json_build_object('id', a.id, 'block_id', a.block_id, 'person_id', a.person_id,
@@ -863,27 +885,30 @@ RETURNING json_build_object('id', a.id, 'block_id', a.block_id, 'person_id', a.p
     removed = [json.loads(line) for line in rows.splitlines() if line.strip().startswith("{")]
     if not removed:
         raise LabError("no future weekday block with PGY-1 residents and supervising faculty found")
-    block = removed[0]["block_id"]
+    block_ids = sorted({int(r["block_id"]) for r in removed})
     interns = _psql(layout, f"SELECT a.person_id FROM assignments a JOIN people p ON p.id = a.person_id "
-                            f"WHERE a.block_id = {int(block)} AND p.pgy_level = 1 ORDER BY 1;")
-    planted = {"block_id": block, "removed": removed,
+                            f"WHERE a.block_id IN ({','.join(map(str, block_ids))}) AND p.pgy_level = 1 ORDER BY 1;")
+    planted = {"block_id": block_ids[0], "block_ids": block_ids, "removed": removed,
                "violations": [{"rule": "pgy1_supervision", "person_id": int(x)} for x in interns.split()]}
     write_json_atomic(path, planted)
-    return json.dumps({"block_id": block, "violations": planted["violations"]})
+    if len(block_ids) == 1:
+        return json.dumps({"block_id": block_ids[0], "violations": planted["violations"]})
+    return json.dumps({"block_ids": block_ids, "violations": planted["violations"]})
 
 
-def _acgme_off(layout: Layout, _args) -> str:
-    path = layout.root / ACGME_STATE
+def _restore_supervision(layout: Layout, path: Path) -> str:
     if not path.exists():
         return "not on"
     planted = json.loads(path.read_text(encoding="utf-8"))
     values = ",\n".join(
         f"({int(r['id'])}, {int(r['block_id'])}, {int(r['person_id'])}, {int(r['rotation_template_id']) if r['rotation_template_id'] is not None else 'NULL'}, "
         f"'{r['role']}', '{str(r['created_by']).replace(chr(39), chr(39) * 2)}', '{r['created_at']}')" for r in planted["removed"])
+    # ON CONFLICT: a runbook may have put a supervisor back on the block already
     _psql(layout, "INSERT INTO assignments (id, block_id, person_id, rotation_template_id, role, created_by, created_at) VALUES\n"
                   f"{values} ON CONFLICT DO NOTHING;")
     path.unlink()
-    return f"restored {len(planted['removed'])} supervising assignment(s) of block {planted['block_id']}"
+    blocks = planted.get("block_ids") or [planted["block_id"]]
+    return f"restored {len(planted['removed'])} supervising assignment(s) of block(s) {', '.join(map(str, blocks))}"
 
 
 HOURS_STATE = "work_hours_fault.json"
@@ -926,6 +951,69 @@ def _work_hours_off(layout: Layout, _args) -> str:
     return f"removed {len(planted['assignment_ids'])} weekend assignment(s) of person {planted['person_id']}"
 
 
+MISSING_INDEX_STATE = "missing_index_fault.json"
+ARCHIVE = "audit_log_archive"
+# The activity feed's statement, as the backend runs it (lab/scheduler/repository.py PostgresRepository.audit).
+FEED_QUERY = ("SELECT id, occurred_at, user_id, action, entity, entity_id FROM audit_log "
+              "WHERE occurred_at >= {since} ORDER BY occurred_at DESC LIMIT 50")
+
+
+def _missing_index_on(layout: Layout, args) -> str:
+    """Three years of audit history land in an archive table that inherits audit_log, attached without the
+    occurred_at index: the activity feed (/api/v1/audit) now reads it by a sequential scan. The archive grows in
+    chunks until the feed's statement takes --target seconds on this machine now (so it is slow whatever the
+    load), then dashboards read the feed on --hosts (default app1) one request after the other."""
+    path = layout.root / MISSING_INDEX_STATE
+    if path.exists():
+        return "already on: " + path.read_text(encoding="utf-8")
+    targets = _selected_hosts(layout, args.hosts or "app1")
+    chunk, cap = 250_000, max(1, int(args.max_rows) // 250_000)
+    out = _psql(layout, f"""
+CREATE UNLOGGED TABLE {ARCHIVE} () INHERITS (audit_log);
+ALTER TABLE {ARCHIVE} OWNER TO {fleet.DB_USER};
+ALTER TABLE {ARCHIVE} SET (parallel_workers = 0, autovacuum_enabled = false);
+DO $$
+DECLARE chunks int := 0; took float8 := 0; t0 timestamptz; since timestamptz := now() - interval '24 hours';
+BEGIN
+  LOOP
+    INSERT INTO {ARCHIVE} (id, occurred_at, user_id, action, entity, entity_id)
+    SELECT -g, timestamptz '2023-01-01 00:00+00' + g * interval '37 seconds', NULL,
+           (ARRAY['schedule.viewed', 'assignment.updated', 'assignment.created', 'export'])[1 + g % 4], 'assignments', (g % 3000)::text
+    FROM generate_series(chunks * {chunk} + 1, (chunks + 1) * {chunk}) AS g;
+    chunks := chunks + 1;
+    COMMIT;
+    PERFORM count(*) FROM {ARCHIVE};  -- sets the new rows' hint bits, as the first reads would
+    t0 := clock_timestamp();
+    PERFORM * FROM ({FEED_QUERY.format(since="since")}) AS feed;  -- a constant, as the backend's literal
+    took := extract(epoch FROM clock_timestamp() - t0);
+    EXIT WHEN took >= {float(args.target)} OR chunks >= {cap};
+  END LOOP;
+  RAISE NOTICE 'lab: % rows, feed %s', chunks * {chunk}, round(took::numeric, 2);
+END $$;
+ANALYZE {ARCHIVE};
+-- the lab's own statements (this one, as postgres) are not the system's: keep them out of pg_stat_statements
+SELECT pg_stat_statements_reset((SELECT oid FROM pg_roles WHERE rolname = current_user)) \\g /dev/null
+SELECT json_build_object('rows', (SELECT count(*) FROM {ARCHIVE}));
+""", notices=True, timeout=600)
+    rows = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])["rows"]
+    notice = next((line.split("lab: ", 1)[1] for line in out.splitlines() if "lab: " in line), "")
+    seconds = float(notice.rsplit(" ", 1)[-1].rstrip("s") or 0) if notice else 0.0
+    outcome = _fault_process(layout, args.fault_name, ["audit_reads", "--targets", ",".join(f"http://{layout.app_addresses()[h]}" for h in targets),
+                                                       "--readers", str(args.readers)])
+    state = {"table": f"public.{ARCHIVE}", "rows": rows, "feed_seconds": seconds, "readers_on": targets,
+             "index": f"{ARCHIVE}_occurred_at_idx",
+             "statement": FEED_QUERY.format(since="now() - interval '24 hours'")}
+    write_json_atomic(path, state)
+    return json.dumps({**state, "readers": outcome})
+
+
+def _missing_index_off(layout: Layout, args) -> str:
+    stopped = _stop_fault_process(layout, args.fault_name)
+    _psql(layout, f"DROP TABLE IF EXISTS {ARCHIVE};")  # its rows and any index added to it since
+    (layout.root / MISSING_INDEX_STATE).unlink(missing_ok=True)
+    return f"dashboards {stopped}; {ARCHIVE} dropped (audit_log as before)"
+
+
 def _ml(action: str):
     """A Heart Disease fault (lab/heart_disease/faults.py), run inside ml1 where the units run."""
     def run(layout: Layout, args) -> str:
@@ -955,6 +1043,26 @@ def _ml(action: str):
                   "shifts", "on")
         keep = {k: v for k, v in entry.items() if k in wanted} if isinstance(entry, dict) else entry
         return json.dumps(keep, separators=(",", ":"))[:300]
+    return run
+
+
+def _ml_latency(action: str):
+    """ml_latency: the API's injected delay (the fault module in ml1), and the prediction clients on the machine
+    (lab.heart_disease.traffic, 2 predictions/s through /predict) while it is on, so the latency is measured."""
+    def run(layout: Layout, args) -> str:
+        if action == "off":
+            stopped = _stop_fault_process(layout, args.fault_name)
+            return f"{_ml('off')(layout, args)}; prediction clients {stopped}"
+        outcome = _ml("on")(layout, args)
+        state = load_state(layout) or {}
+        if not any(r.name == f"fault:{args.fault_name}" and r.alive() for r in recorded(state)):
+            running, _proc = start_process(f"fault:{args.fault_name}", "fault",
+                                           [str(venv_python()), "-m", "lab.heart_disease.traffic", "--home",
+                                            str(layout.host_dir("ml1") / "heart-disease"), "--rate", "2"],
+                                           {"PYTHONPATH": str(REPO)}, layout.root / "faults" / f"{args.fault_name}.out", "")
+            state.setdefault("services", []).append(asdict(running))
+            save_state(layout, state)
+        return outcome
     return run
 
 
@@ -998,9 +1106,19 @@ FAULTS = {
                   on=_large_export_on, off=_large_export_off, hosts_option=False),
         FaultSpec("acgme_violation", "action", "a schedule edit takes the supervising faculty off a block PGY-1 residents work",
                   ("ACGMEViolationDetected",), on=_acgme_on, off=_acgme_off, hosts_option=False),
+        FaultSpec("acgme_repeated", "action", "the supervising faculty are taken off the next three weekday afternoons: "
+                  "each PGY-1 on them breaks pgy1_supervision three times", ("RepeatedACGMEViolations", "ACGMEViolationDetected"),
+                  on=_acgme_repeated_on, off=_acgme_repeated_off, hosts_option=False),
         FaultSpec("work_hours", "action", "a schedule edit gives a PGY-2 resident the whole weekend too: 84 h this week",
                   ("WorkHourThresholdApproaching", "ACGMEWorkHoursWarning", "ACGMEWorkHoursViolation"),
                   on=_work_hours_on, off=_work_hours_off, hosts_option=False),
+        FaultSpec("missing_index", "action", "audit history in an archive table without the occurred_at index: the activity feed "
+                  "reads it by a sequential scan (> 1 s), dashboards on --hosts (default app1) read the feed", ("SlowDatabaseQueries",),
+                  _opt("--target", "--max-rows", "--readers",
+                       _each=[{"type": _positive, "default": 3.0, "help": "grow the archive until the feed takes this many seconds (default 3)"},
+                              {"type": int, "default": 6_000_000, "help": "at most this many rows (default 6000000)"},
+                              {"type": int, "choices": range(1, 5), "default": 2, "help": "dashboards per host (default 2)"}]),
+                  on=_missing_index_on, off=_missing_index_off),
         FaultSpec("pg_connections", "process", "idle sessions opened until PostgreSQL refuses more (max_connections)",
                   ("PostgreSQLHighConnections",),
                   on=_process_on(lambda layout, args: ["pg", "--mode", "connections", "--count", "100"], database=True),
@@ -1022,8 +1140,8 @@ FAULTS = {
                   on=_ml("on"), off=_ml("off"), hosts_option=False),
         FaultSpec("leaked_credential", "action", "a partner API key leaks and is used from an unknown network, with guessing",
                   ("HeartDiseaseAuthFailureSpike",), on=_ml("on"), off=_ml("off"), hosts_option=False),
-        FaultSpec("ml_latency", "action", "/predict answers slowly", ("HeartDiseaseSlowPredictions",), on=_ml("on"), off=_ml("off"),
-                  hosts_option=False),
+        FaultSpec("ml_latency", "action", "/predict answers slowly (prediction clients send 2/s while it is on)", ("HeartDiseaseSlowPredictions",),
+                  on=_ml_latency("on"), off=_ml_latency("off"), hosts_option=False),
     )
 }
 
@@ -1060,7 +1178,8 @@ def _print_table(rows: list[list[str]], header: list[str]) -> None:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip())
 
 
-LAB_ENTRIES = {MARKER, STATE_FILE, "hosts", "ssh", ".ssh.lock", "secrets.json", "traffic", "prometheus", "faults", ACGME_STATE, HOURS_STATE}
+LAB_ENTRIES = {MARKER, STATE_FILE, "hosts", "ssh", ".ssh.lock", "secrets.json", "traffic", "prometheus", "faults", ACGME_STATE, HOURS_STATE,
+               MISSING_INDEX_STATE, REPEATED_STATE}
 
 
 def _reset_state_dir(root: Path) -> None:

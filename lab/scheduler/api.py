@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Optional
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -57,8 +57,8 @@ class Assignment(BaseModel):
     id: int
     block_id: int
     person_id: int
-    rotation_template_id: int
-    rotation: str
+    rotation_template_id: Optional[int] = None
+    rotation: Optional[str] = None
     role: str
     override_reason: Optional[str] = None
     created_by: str
@@ -98,7 +98,9 @@ def _person_row(row: dict) -> dict:
 
 def _assignment_row(row: dict) -> dict:
     _lose_column(row, "rotation_template_id")
-    return {**row, "rotation": ROTATIONS[row["rotation_template_id"]]}
+    template = row["rotation_template_id"]  # a KeyError when the column is missing: the "other" fault
+    # NULL is allowed by the schema: a supervising faculty member a schedule change added has no rotation
+    return {**row, "rotation": ROTATIONS[template] if template is not None else None}
 
 
 _ENRICH = {Person: _person_row, Assignment: _assignment_row}
@@ -182,6 +184,15 @@ def schedules(request: Request, start: Optional[date] = None, days: int = 7):
         "end": (start + timedelta(days=days)).isoformat(),
         "blocks": [{**b, "assignments": by_block.get(b["id"], [])} for b in blocks],
     }
+
+
+@_route("GET", "/audit")
+def audit(request: Request, hours: float = Query(24.0, gt=0, le=24 * 366), limit: int = Query(50, ge=1, le=500)):
+    """The activity feed (coordinators' dashboard): the audit events of the last ``hours``, newest first."""
+    current_user(request)
+    since = datetime.now(timezone.utc) - timedelta(hours=hours)
+    return {"since": since.isoformat(), "events": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+                                                   for row in request.app.state.ctx.repository.audit(since, limit)]}
 
 
 @_route("GET", "/export")

@@ -230,6 +230,7 @@ def create_app(settings: Settings) -> FastAPI:
     ctx.release()
     Actors(ctx)
     REGISTRY.register(metrics.HostMemoryCollector(int(os.environ.get("LAB_MEMORY_BUDGET_MB", "384")) * 1024 * 1024))
+    REGISTRY.register(metrics.CPUDemandCollector())
     api.register(app)
 
     @app.get("/health")

@@ -53,3 +53,46 @@ class HostMemoryCollector:
         yield GaugeMetricFamily("node_memory_MemTotal_bytes", "Memory of the host (the lab host's budget).", value=self.budget)
         yield GaugeMetricFamily("node_memory_MemAvailable_bytes", "Memory available on the host (budget minus the workload's RSS).",
                                 value=max(0, self.budget - self.rss_bytes()))
+
+
+class CPUDemandCollector:
+    """``process_cpu_demand_seconds_total``: CPU time this process's threads used **or waited for** (runnable, on the
+    run queue), from ``/proc/self/task/*/schedstat``.
+
+    The lab's hosts share a small machine with other labs: a backend that burns CPU gets only its share of the cores,
+    so ``rate(process_cpu_seconds_total)`` says more about the machine's load than about the backend. A thread that
+    always wants the CPU is running or runnable all the time whatever the load, so this counter grows by one second per
+    second for each such thread; on an idle machine it equals ``process_cpu_seconds_total``. Threads that ended keep
+    what they counted (the total only grows)."""
+
+    def __init__(self):
+        import threading  # pylint: disable=import-outside-toplevel
+
+        self._lock = threading.Lock()
+        self._last: dict[str, int] = {}
+        self._total_ns = 0
+
+    def sample(self) -> float:
+        import os  # pylint: disable=import-outside-toplevel
+
+        with self._lock:
+            try:
+                tids = os.listdir("/proc/self/task")
+            except OSError:
+                tids = []
+            for tid in tids:
+                try:
+                    with open(f"/proc/self/task/{tid}/schedstat", encoding="ascii") as handle:
+                        on_cpu, waiting = (int(v) for v in handle.read().split()[:2])
+                except (OSError, ValueError):
+                    continue
+                now = on_cpu + waiting
+                self._total_ns += max(0, now - self._last.get(tid, 0))
+                self._last[tid] = now
+            return self._total_ns / 1e9
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily  # pylint: disable=import-outside-toplevel
+
+        yield CounterMetricFamily("process_cpu_demand_seconds", "CPU time the threads used or waited for on the run queue (lab).",
+                                  value=self.sample())

@@ -97,6 +97,9 @@ class InMemoryRepository:
     def ping(self) -> str:
         return "ok"
 
+    def audit(self, since: datetime, limit: int = 50) -> list[dict]:
+        return self._query(lambda: [])
+
     def user(self, email: str) -> dict | None:
         found = self._query(lambda: [dict(p) for p in self._people if p["email"] == email])
         return found[0] if found else None
@@ -186,8 +189,10 @@ class ConnectionPool:
 
     def _connect(self):
         try:
+            # client-side binding, as SQLAlchemy over psycopg2 does in the real backend: the server (and so
+            # pg_stat_activity, which the slow-query runbook explains from) sees the statement with its values
             return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, connect_timeout=3,
-                                   application_name="residency-scheduler-backend")
+                                   application_name="residency-scheduler-backend", cursor_factory=psycopg.ClientCursor)
         except psycopg.OperationalError as exc:
             host, _sep, port = self._address.partition(":")
             reason = str(exc).strip().splitlines()[0].split("failed: ", 1)[-1]
@@ -280,6 +285,11 @@ class PostgresRepository:
                            "ORDER BY block_id, id LIMIT %(limit)s OFFSET %(offset)s",
                            {"person": person_id, "blocks": sorted(block_ids) if block_ids is not None else None,
                             "limit": limit, "offset": offset})
+
+    def audit(self, since: datetime, limit: int = 50) -> list[dict]:
+        """The activity feed: audit events since ``since``, newest first (audit_log_occurred_at_idx serves it)."""
+        return self._query("SELECT id, occurred_at, user_id, action, entity, entity_id FROM audit_log "
+                           "WHERE occurred_at >= %(since)s ORDER BY occurred_at DESC LIMIT %(limit)s", {"since": since, "limit": limit})
 
     def user(self, email: str) -> dict | None:
         rows = self._query(f"SELECT p.{_PERSON.replace(', ', ', p.')}, u.password_salt, u.hashed_password AS password_hash, "

@@ -102,6 +102,8 @@ class Worker:
             self.counting = True
             return {"week": start.isoformat(), "series": len(data["people"]) * len(acgme.RULES), "counting_from": "next check"}
         fresh = 0
+        # a violation fixed and then made again (the same shift) is a new one: forget those no longer in the schedule
+        self.seen &= {(v["rule"], str(v["person_id"]), v.get("start")) for v in result["violations"]}
         for violation in result["violations"]:
             key = (violation["rule"], str(violation["person_id"]), violation.get("start"))
             if key not in self.seen:
