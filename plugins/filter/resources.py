@@ -6,6 +6,7 @@ from __future__ import annotations
 from ansible_collections.sre.runbooks.plugins.module_utils._resources import (
     alert_hosts,
     by_host,
+    host_values,
     cpu_verdict,
     memory_verdict,
     slow_verdict,
@@ -16,5 +17,5 @@ class FilterModule:
     """Resource runbook decisions."""
 
     def filters(self):
-        return {"alert_hosts": alert_hosts, "by_host": by_host, "cpu_verdict": cpu_verdict, "memory_verdict": memory_verdict,
+        return {"alert_hosts": alert_hosts, "by_host": by_host, "host_values": host_values, "cpu_verdict": cpu_verdict, "memory_verdict": memory_verdict,
                 "slow_verdict": slow_verdict}

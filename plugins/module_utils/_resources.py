@@ -198,3 +198,12 @@ def slow_verdict(p95: Any, threshold: float = 2.0, db_p95: Any = None, db_thresh
         cause, remedy, targets = "slow code path (every instance is slow, dependencies are fine)", "escalate", []
     return {"slow": slow, "cause": cause, "remediation": remedy, "targets": targets,
             "p95_seconds": {h: p95[h] for h in scope if p95.get(h) is not None}}
+
+
+def host_values(values: Any, suffix: str = "", digits: int = 1, empty: str = "no figures", scale: float = 1.0) -> str:
+    """``{host: value}`` for a sentence: ``app1 13.9 %, app2 3.9 %`` (``empty`` when there is nothing)."""
+    parts = []
+    for host, value in (values or {}).items():
+        number = _num(value)
+        parts.append(f"{host} {'n/a' if number is None else round(number * float(scale), int(digits))}{suffix}")
+    return ", ".join(parts) or empty
