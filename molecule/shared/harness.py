@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -76,7 +77,7 @@ def prometheus_value(query: str) -> float | None:
     if not result:
         return None
     value = float(result[0]["value"][1])
-    return None if value != value else value  # NaN (0/0) means no traffic yet
+    return None if math.isnan(value) else value  # NaN (0/0) means no traffic yet
 
 
 def wait_for_value(query: str, predicate: Callable[[float], bool], what: str, timeout: float = 150, interval: float = 3) -> float:

@@ -5,6 +5,7 @@ what the evidence says the cause is. Pure functions over the diagnostics' result
 
 from __future__ import annotations
 
+import math
 from statistics import median
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,7 +63,7 @@ def _num(value: Any) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    return None if number != number else number  # NaN: no traffic
+    return None if math.isnan(number) else number  # NaN: no traffic
 
 
 def cpu_verdict(cpu: Any, requests: Any, threshold: float = 80, runaway_factor: float = 3.0, hosts: Any = None,
@@ -166,7 +167,7 @@ def slow_verdict(p95: Any, threshold: float = 2.0, db_p95: Any = None, db_thresh
     them, one at a time), latency on every instance means the code path itself (a person reviews it).
     """
     p95 = {h: _num(v) for h, v in (p95 or {}).items()}
-    scope = [h for h in (hosts or p95.keys())]
+    scope = list(hosts or p95.keys())
     slow = sorted((h for h in scope if (p95.get(h) or 0) > float(threshold)), key=lambda h: -(p95.get(h) or 0))
     fast = [h for h in p95 if p95[h] is not None and p95[h] <= float(threshold)]
 
