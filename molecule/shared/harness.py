@@ -17,6 +17,12 @@ A test per alert (``test_<alert>.py``) follows the same shape::
             assert rerun.actions == [] and not rerun.fleet_changed
 
 ``fault`` always switches the fault off again, so a failing test leaves the lab clean for the next one.
+
+State to compare before and after a run: ``service_state()`` (each app host's backend main pid and start time: a
+restart changes them, nothing else does), ``file_digest(host, path)``, ``app_health(host)``. ``as_alertmanager()``
+turns a Prometheus alert (``wait_for_alert(..., state=("pending", "firing"), host="app1")``) into the ``alert`` a
+playbook gets from Alertmanager / EDA. The lab's process faults (memory_leak, cpu_burn, pool_leak, slow_responses,
+cache_flush) last until the backend restarts, so a remediation that restarts it really clears them.
 """
 
 from __future__ import annotations
