@@ -801,7 +801,8 @@ def _cache_flush_on(layout: Layout, args) -> str:
     targets = _selected_hosts(layout, args.hosts)
     for host in targets:
         faults = read_faults(layout, host)
-        faults["cache_ttl"] = {"ttl": args.ttl}
+        # a runtime override of the running backends' TTL: a restart puts the configured SCHEDULE_CACHE_TTL back
+        faults["cache_ttl"] = {"ttl": args.ttl, "until_restart": True, "armed_at": round(time.time(), 3)}
         write_json_atomic(layout.fault_file(host), faults)
     _wait_for_health(layout, targets, lambda h: "cache_ttl" in h.get("faults", {}), "fault cache_ttl on")
     flushed = hosts.run("cache1", f"redis-cli -p {layout.ports.redis} FLUSHALL", check=False, timeout=30).stdout.strip()
@@ -1070,7 +1071,14 @@ ML_FAULTS = {"ml_crash": "crash_api", "ml_worker_crash": "fail_worker", "bad_mod
              "leaked_credential": "leaked_credential", "ml_latency": "latency"}
 
 
-def _file_fault(name: str, help_text: str, alerts: tuple[str, ...], add_arguments=lambda parser: None, settings=lambda args: {}) -> FaultSpec:
+def _file_fault(name: str, help_text: str, alerts: tuple[str, ...], add_arguments=lambda parser: None, settings=lambda args: {},
+                until_restart: bool = False) -> FaultSpec:
+    """A fault the backend reads from its fault file. With ``until_restart`` it is a condition of the running process (a
+    leak, a runaway thread): the settings carry ``armed_at`` and a backend started later ignores it, so restarting the
+    service really clears it (lab/scheduler/faults.py)."""
+    if until_restart:
+        return FaultSpec(name, "file", help_text + " (until the backend restarts)", alerts, add_arguments,
+                         lambda args: {**settings(args), "until_restart": True, "armed_at": round(time.time(), 3)})
     return FaultSpec(name, "file", help_text, alerts, add_arguments, settings)
 
 
@@ -1079,16 +1087,17 @@ FAULTS = {
         FaultSpec("error_burst", "file", "a share of API requests fail with 5xx and an ERROR log record", ("HighErrorRate",),
                   _add_error_burst_options, _error_burst_settings),
         _file_fault("slow_responses", "API requests wait DELAY seconds first", ("SlowResponseTime", "HighLatencyP95"),
-                    _opt("--delay", type=_positive, default=2.5, help="seconds (default 2.5)"), lambda args: {"delay": args.delay}),
+                    _opt("--delay", type=_positive, default=2.5, help="seconds (default 2.5)"), lambda args: {"delay": args.delay},
+                    until_restart=True),
         _file_fault("pool_leak", "connections are checked out of the backend's pool and never returned, up to exhaustion",
-                    ("DatabaseConnectionPoolExhaustion",)),
+                    ("DatabaseConnectionPoolExhaustion",), until_restart=True),
         _file_fault("cpu_burn", "threads of the backend hash in a loop", ("HighCPUUsage",),
                     _opt("--duty", "--threads", _each=[{"type": _rate, "default": 1.0, "help": "share of time busy (default 1)"},
                                                        {"type": int, "choices": range(1, 9), "default": 2, "help": "threads, 1-8 (default 2)"}]),
-                    lambda args: {"duty": args.duty, "threads": args.threads}),
+                    lambda args: {"duty": args.duty, "threads": args.threads}, until_restart=True),
         _file_fault("memory_leak", "the backend allocates and keeps memory until its host's budget is nearly gone", ("LowMemory",),
                     _opt("--limit-mb", type=int, default=360, help="stop leaking at this many MB (default 360 of 384)"),
-                    lambda args: {"limit_mb": args.limit_mb}),
+                    lambda args: {"limit_mb": args.limit_mb}, until_restart=True),
         FaultSpec("cache_flush", "action", "Redis FLUSHALL and schedule cache entries that live TTL seconds", ("LowCacheHitRate",),
                   _opt("--ttl", type=_positive, default=0.05, help="seconds (default 0.05)"), on=_cache_flush_on, off=_cache_flush_off),
         FaultSpec("service_crash", "action", "the backend is killed and fails at every restart (failed unit)",

@@ -5,12 +5,17 @@ The file maps fault names to their settings, e.g.::
     {"error_burst": {"rate": 0.5, "kind": "database", "endpoints": ["/api/v1/schedules"]}}
 
 Each name maps to an effect class in ``EFFECTS``; add a class there to add a fault.
+
+A fault whose settings carry ``"until_restart": true`` and ``"armed_at": <epoch seconds>`` is a condition of the
+running process (a leak, a runaway thread, a runtime override): a process started after ``armed_at`` ignores it, so a
+restart really clears it while the file still records that the fault was switched on.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +107,9 @@ EFFECTS = {"error_burst": ErrorBurst, "slow_responses": SlowResponses, "pool_lea
            "memory_leak": Background, "cache_ttl": Background, "crash_on_start": Background}
 
 
+PROCESS_STARTED = time.time()
+
+
 class FaultSwitch:
     """Active faults from ``path``; the file is parsed again only when its stat changes."""
 
@@ -133,8 +141,13 @@ class FaultSwitch:
             effect = EFFECTS.get(name)
             if effect is None:
                 continue  # a fault for another service
+            settings = dict(settings or {})
+            armed_at = settings.pop("armed_at", None)
+            if settings.pop("until_restart", False) and isinstance(armed_at, (int, float)) and armed_at < PROCESS_STARTED:
+                logger.info("Fault {} was switched on before this process started: cleared by the restart", name)
+                continue
             try:
-                active[name] = effect.from_spec(settings or {})
+                active[name] = effect.from_spec(settings)
             except (TypeError, ValueError) as exc:
                 logger.error("Ignoring fault {} in {}: {}", name, self.path, exc)
         return active

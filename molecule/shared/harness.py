@@ -17,6 +17,12 @@ A test per alert (``test_<alert>.py``) follows the same shape::
             assert rerun.actions == [] and not rerun.fleet_changed
 
 ``fault`` always switches the fault off again, so a failing test leaves the lab clean for the next one.
+
+State to compare before and after a run: ``service_state()`` (each app host's backend main pid and start time: a
+restart changes them, nothing else does), ``file_digest(host, path)``, ``app_health(host)``. ``as_alertmanager()``
+turns a Prometheus alert (``wait_for_alert(..., state=("pending", "firing"), host="app1")``) into the ``alert`` a
+playbook gets from Alertmanager / EDA. The lab's process faults (memory_leak, cpu_burn, pool_leak, slow_responses,
+cache_flush) last until the backend restarts, so a remediation that restarts it really clears them.
 """
 
 from __future__ import annotations
@@ -92,18 +98,62 @@ def wait_for_value(query: str, predicate: Callable[[float], bool], what: str, ti
     raise AssertionError(f"{what}: not reached within {timeout:.0f} s (last value {last}; query {query})")
 
 
-def wait_for_alert(alertname: str, state: str = "firing", timeout: float = 180) -> dict:
-    """Wait until Prometheus reports the alert in STATE; returns the alert (labels, annotations)."""
+def wait_for_alert(alertname: str, state: str | tuple[str, ...] = "firing", timeout: float = 180, **labels: str) -> dict:
+    """Wait until Prometheus reports the alert in STATE (one state or a tuple of them) with LABELS; returns the alert
+    (labels, annotations, state, activeAt, value). ``state=("pending", "firing")`` returns as soon as the condition holds."""
+    states = (state,) if isinstance(state, str) else tuple(state)
     deadline = time.monotonic() + timeout
     seen: list[dict] = []
     while time.monotonic() < deadline:
         seen = requests.get(f"{PROMETHEUS_URL}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
         for alert in seen:
-            if alert["labels"].get("alertname") == alertname and alert["state"] == state:
+            if (alert["labels"].get("alertname") == alertname and alert["state"] in states
+                    and all(alert["labels"].get(k) == v for k, v in labels.items())):
                 return alert
         time.sleep(3)
     raise AssertionError(f"{alertname} not {state} within {timeout:.0f} s; alerts: "
                          f"{[(a['labels'].get('alertname'), a['state']) for a in seen]}")
+
+
+def as_alertmanager(alert: dict) -> dict:
+    """A Prometheus alert (``wait_for_alert``) as Alertmanager's webhook / EDA delivers it to a playbook as ``alert``."""
+    labels = dict(alert["labels"])
+    return {"status": "firing", "labels": labels, "annotations": dict(alert.get("annotations") or {}),
+            "startsAt": alert.get("activeAt", ""), "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": format(abs(hash(tuple(sorted(labels.items())))) % (1 << 64), "016x")}
+
+
+APP_HOSTS = ("app1", "app2")
+APP_PORTS = {"app1": 18001, "app2": 18002}
+BACKEND = "residency-scheduler-backend"
+
+
+def app_url(host: str) -> str:
+    """The backend's base URL of an app host, on this lab's ports."""
+    return f"http://127.0.0.1:{APP_PORTS[host] + PORT_OFFSET}"
+
+
+def app_health(host: str) -> dict:
+    """The backend's /health answer (status, release, active faults), or {} when it does not answer."""
+    try:
+        return requests.get(f"{app_url(host)}/health", timeout=5).json()
+    except (requests.RequestException, ValueError):
+        return {}
+
+
+def service_state(hosts: tuple[str, ...] = APP_HOSTS, unit: str = BACKEND) -> dict[str, tuple[str, str]]:
+    """Per host, the unit's main pid and when it started: a restart changes both, nothing else does."""
+    state = {}
+    for host in hosts:
+        shown = dict(line.split("=", 1) for line in lab_ssh(host, f"systemctl show -p MainPID -p ExecMainStartTimestamp {unit}")
+                     .splitlines() if "=" in line)
+        state[host] = (shown.get("MainPID", ""), shown.get("ExecMainStartTimestamp", ""))
+    return state
+
+
+def file_digest(host: str, path: str) -> str:
+    """sha256 of a file in a lab host (compares configuration, even secret, without reading it)."""
+    return lab_ssh(host, f"sha256sum {path}").split()[0]
 
 
 @dataclass
