@@ -541,6 +541,9 @@ def run_checks(p: dict[str, Any], now: float | None = None, interpreter=unit_int
     unknown = sorted(set(floor) - set(FLOOR))
     if unknown:
         raise ModelCheckError(f"floor: unknown metric(s) {', '.join(unknown)}; known: {', '.join(FLOOR)}")
+    for metric, value in floor.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+            raise ModelCheckError(f"floor: {metric} must be a number above 0 and at most 1, got {value!r}")
     bands = tuple(p.get("psi_bands") or PSI_BANDS)
     if len(bands) != 2 or not 0 < bands[0] < bands[1]:
         raise ModelCheckError(f"psi_bands: expected two increasing positive numbers, got {list(bands)}")
