@@ -316,9 +316,12 @@ def create_app(settings: Settings) -> FastAPI:
         slow = ctx.faults.refresh().get("slow_responses")
         if slow is not None and handler.startswith("/api/"):
             await asyncio.sleep(slow.delay_for(handler))
-        if PROBES.search(unquote_plus(request.url.path + "?" + request.url.query)) or PROBES.search(request.headers.get("user-agent", "")):
+        target = unquote_plus(request.url.path + ("?" + request.url.query if request.url.query else ""))
+        if PROBES.search(target) or PROBES.search(request.headers.get("user-agent", "")):
             metrics.SUSPICIOUS.labels(reason="injection_probe").inc()
-            logger.bind(event="suspicious_activity", ip=client_ip(request), reason="injection_probe").warning(
+            # the request as received (decoded, truncated): what the responder classifies and keeps as evidence
+            logger.bind(event="suspicious_activity", ip=client_ip(request), reason="injection_probe", request=target[:300],
+                        user_agent=request.headers.get("user-agent", "")[:200]).warning(
                 "suspicious_activity reason=injection_probe ip={} path={}", client_ip(request), request.url.path)
         token = errors.inject(failure)
         try:
