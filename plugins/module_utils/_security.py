@@ -161,7 +161,7 @@ def auth_attack(per_host: list[dict], protect: Iterable[str] = (), service_accou
         "service_accounts_skipped": skipped_service,
         "over_limit_accounts": over_accounts,
         "indicators": indicators,
-        "by_ip": sorted(({**row, "accounts": len(row["accounts"]) or row.get("accounts_counted", 0)} for row in by_ip.values()),
+        "by_ip": sorted(({**row, "accounts": max(len(row["accounts"]), row.get("accounts_counted", 0))} for row in by_ip.values()),
                         key=lambda r: (-r["count"], r["key"]))[:20],
         "by_account": sorted(({**row, "ips": max(len(row["ips"]), row.get("ips_counted", 0))} for row in by_account.values()),
                              key=lambda r: (-r["count"], r["key"]))[:20],
@@ -283,7 +283,8 @@ def export_review(exports: dict[str, Any], accounts: list[dict], policy: dict[st
     return {
         "users": users,
         "unauthorised": unauthorised,
-        "contain": [u["username"] for u in unauthorised if u["username"]],
+        # by id: the alert and the metrics name users by id, and an id is unique
+        "contain": [u["user_id"] for u in unauthorised],
         "authorised": [u for u in users if u["authorised"]],
         "cause": cause or f"no user exported more than {threshold:.0f} records in the window",
     }
