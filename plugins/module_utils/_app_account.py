@@ -182,7 +182,8 @@ def run(conn, o: dict[str, Any], check_mode: bool, params: dict | None = None) -
     after = "".join(f"{p['account']}: " + ", ".join(f"{k}={v[1]}" for k, v in p["changes"].items()) + "\n" for p in changing)
     return {
         "changed": bool(changing),
-        "accounts": [{"account": p["account"], "id": p["id"], "username": p["username"], "role": p["role"], "changes": {k: {"before": v[0], "after": v[1]} for k, v in p["changes"].items()}}
+        "accounts": [{"account": p["account"], "id": p["id"], "username": p["username"], "role": p["role"],
+                      "changes": {k: {"before": v[0], "after": v[1]} for k, v in p["changes"].items()}}
                      for p in plans],
         "missing": missing,
         "queries": statements,

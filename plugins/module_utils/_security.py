@@ -76,8 +76,9 @@ def _merge_rows(per_host: list[dict], key: str, partner: str) -> dict[str, dict]
     merged: dict[str, dict] = {}
     for item in per_host:
         for row in ((item.get("auth") or {}).get(key) or []):
-            entry = merged.setdefault(row["key"], {"key": row["key"], "count": 0, partner: set(), "hosts": [],
-                                                  "first_seen": row.get("first_seen"), "last_seen": row.get("last_seen")})
+            fresh = {"key": row["key"], "count": 0, partner: set(), "hosts": [], "first_seen": row.get("first_seen"),
+                     "last_seen": row.get("last_seen")}
+            entry = merged.setdefault(row["key"], fresh)
             entry["count"] += int(row.get("count") or 0)
             entry[partner].update(row.get(f"{partner}_sample") or [])
             entry[f"{partner}_counted"] = max(entry.get(f"{partner}_counted", 0), int(row.get(partner) or 0))

@@ -135,7 +135,8 @@ accounts:
   returned: always
   type: list
   elements: dict
-  sample: [{"account": "jdoe", "id": 17, "username": "jdoe", "role": "resident", "changes": {"locked": {"before": false, "after": true}, "live_sessions": {"before": 2, "after": 0}}}]
+  sample: [{"account": "jdoe", "id": 17, "username": "jdoe", "role": "resident",
+            "changes": {"locked": {"before": false, "after": true}, "live_sessions": {"before": 2, "after": 0}}}]
 missing:
   description: Accounts not found (only returned without failing when O(missing=ignore)).
   returned: always
