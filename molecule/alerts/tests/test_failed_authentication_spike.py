@@ -12,8 +12,7 @@ import ipaddress
 import time
 from datetime import datetime, timezone
 
-from harness import (accounts_restored, app_denylist, clear_app_denylist, fault, login_status, runbook_fixture,  # noqa: F401
-                     security_state, wait_for_value)
+from harness import accounts_restored, clear_app_denylist, fault, login_status, security_state, wait_for_value
 
 PLAYBOOK = "failed_authentication_spike.yml"
 FAILURES = 'sum(rate(auth_failures_total{job="residency-scheduler-backend"}[30s]))'

@@ -3,7 +3,6 @@ the alert's own runbook, verify from Prometheus, resolve or escalate along the i
 
 from __future__ import annotations
 
-from harness import runbook_fixture  # noqa: F401
 
 
 def test_incident_response_dispatches_and_resolves(runbook):

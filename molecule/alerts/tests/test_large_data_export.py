@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness import accounts_restored, fault, login_status, psql, runbook_fixture, security_state, wait_for_value  # noqa: F401
+from harness import accounts_restored, fault, login_status, psql, security_state, wait_for_value
 
 PLAYBOOK = "large_data_export.yml"
 EXPORTS = 'max(sum by (user_id) (increase(data_export_records_total{job="residency-scheduler-backend"}[1m])))'

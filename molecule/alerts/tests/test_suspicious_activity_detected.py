@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from harness import clear_app_denylist, fault, login_status, runbook_fixture, security_state, wait_for_value  # noqa: F401
+from harness import clear_app_denylist, fault, login_status, security_state, wait_for_value
 
 PLAYBOOK = "suspicious_activity_detected.yml"
 EVENTS = 'sum(increase(suspicious_activity_total{job="residency-scheduler-backend",reason="injection_probe"}[1m]))'
