@@ -66,8 +66,10 @@ def test_credential_stuffing_secures_the_account(runbook):
         try:
             with fault("auth_spray", "--mode", "ips"):
                 wait_for_value(FAILURES, lambda v: v > 1, "failed logins above 1/s")
-                time.sleep(10)  # a few addresses fail more than once
-                window = {"security_triage_since": since, "security_triage_until": _now(), "runbook_escalate_after_minutes": 0.5}
+                time.sleep(15)  # a few addresses fail more than once
+                # A short window spreads few attempts over ~250 addresses: two failures, only on the victim, mark an attacker here.
+                window = {"security_triage_since": since, "security_triage_until": _now(), "runbook_escalate_after_minutes": 0.5,
+                          "security_triage_min_failures": 2}
                 dry = runbook(PLAYBOOK, remediate=False, **window)
                 assert dry.ok, dry.output[-3000:]
                 assert security_state() == before, "remediation off changed something"
