@@ -4,7 +4,6 @@ the alert's own runbook, verify from Prometheus, resolve or escalate along the i
 from __future__ import annotations
 
 
-
 def test_incident_response_dispatches_and_resolves(runbook):
     alert = {"labels": {"alertname": "SuspiciousActivityDetected", "severity": "critical"}, "annotations": {}}
     run = runbook("incident_response.yml", remediate=False, alert=alert, incident_response_dispatch=True)
