@@ -200,4 +200,8 @@ def export(request: Request, limit: int = Query(25, ge=1, le=100000), skip: int 
     user = current_user(request)
     records = serialize(Assignment, request.app.state.ctx.repository.assignments(limit=limit, offset=skip))
     metrics.EXPORT_RECORDS.labels(user_id=user["user_id"]).inc(len(records))
+    from .app import client_ip  # pylint: disable=import-outside-toplevel
+    # who exported what: the audit trail the LargeDataExport runbook starts from
+    logger.bind(event="data_export", user_id=user["user_id"], records=len(records), ip=client_ip(request), limit=limit, skip=skip).info(
+        "data_export user_id={} records={} ip={}", user["user_id"], len(records), client_ip(request))
     return {"format": "json", "count": len(records), "records": records}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
+import json
 import os
 import random
 import re
@@ -14,6 +16,8 @@ from collections import deque
 from urllib.parse import unquote_plus
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -44,6 +48,54 @@ def client_ip(request: Request) -> str:
     if forwarded and peer.startswith("127."):
         return forwarded.split(",")[0].strip() or peer
     return peer
+
+
+class Denylist:
+    """The app-level denylist (the ``denylist_file`` of sre.runbooks.ip_blocklist: ``{"blocked": [{"address",
+    "expires", ...}]}``): requests from a listed client address or network are refused with 403 before anything
+    else. Re-read when the file changes (checked at most every half second); expired entries are ignored."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._signature = None
+        self._checked = 0.0
+        self.entries: list[tuple] = []
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < 0.5:
+            return
+        self._checked = now
+        try:
+            st = self.path.stat()
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            signature = None
+        if signature == self._signature:
+            return
+        self._signature = signature
+        entries = []
+        try:
+            blocked = json.loads(self.path.read_text(encoding="utf-8") or "{}").get("blocked", []) if signature else []
+            for entry in blocked:
+                expires = entry.get("expires")
+                until = datetime.fromisoformat(str(expires).replace("Z", "+00:00")) if expires else None
+                entries.append((ipaddress.ip_network(entry["address"], strict=False), until))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.error("Ignoring unreadable denylist {}: {}", self.path, exc)
+        self.entries = entries
+        logger.info("Denylist changed: {} entr{}", len(entries), "y" if len(entries) == 1 else "ies")
+
+    def blocked(self, client: str) -> bool:
+        self._refresh()
+        if not self.entries:
+            return False
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        now = datetime.now(timezone.utc)
+        return any(address in net and (until is None or until > now) for net, until in self.entries)
 
 
 class AuthWatch:
@@ -168,6 +220,7 @@ class Context:
     version: str = ""
     defect: ErrorBurst | None = None  # the current release's defect, parsed once per release
     auth_watch: AuthWatch | None = None
+    denylist: Denylist | None = None
 
     def release(self):
         release = self.releases.current()
@@ -223,6 +276,7 @@ def create_app(settings: Settings) -> FastAPI:
         schedule_cache=make_cache(settings.redis_url, settings.schedule_cache_ttl),
     )
     ctx.auth_watch = AuthWatch()
+    ctx.denylist = Denylist(settings.denylist_file)
     if "crash_on_start" in ctx.faults.refresh():
         # the lab's "service crash": a broken deployment that dies at import, so systemd's restarts fail too
         logger.critical("Application startup failed: {}", "sqlalchemy.exc.ArgumentError: Could not parse SQLAlchemy URL from string")
@@ -255,13 +309,20 @@ def create_app(settings: Settings) -> FastAPI:
         started = time.perf_counter()
         handler = route_template(app, request.scope)
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        if ctx.denylist is not None and handler != "/metrics" and ctx.denylist.blocked(client_ip(request)):
+            logger.bind(event="denied", ip=client_ip(request), endpoint=request.url.path, status=403).info(
+                "denied ip={} {} {} (denylist)", client_ip(request), request.method, request.url.path)
+            return JSONResponse({"detail": "Forbidden", "request_id": request_id}, status_code=403)
         failure = ctx.failure_for(handler) if handler.startswith("/api/") else None
         slow = ctx.faults.refresh().get("slow_responses")
         if slow is not None and handler.startswith("/api/"):
             await asyncio.sleep(slow.delay_for(handler))
-        if PROBES.search(unquote_plus(request.url.path + "?" + request.url.query)) or PROBES.search(request.headers.get("user-agent", "")):
+        target = unquote_plus(request.url.path + ("?" + request.url.query if request.url.query else ""))
+        if PROBES.search(target) or PROBES.search(request.headers.get("user-agent", "")):
             metrics.SUSPICIOUS.labels(reason="injection_probe").inc()
-            logger.bind(event="suspicious_activity", ip=client_ip(request), reason="injection_probe").warning(
+            # the request as received (decoded, truncated): what the responder classifies and keeps as evidence
+            logger.bind(event="suspicious_activity", ip=client_ip(request), reason="injection_probe", request=target[:300],
+                        user_agent=request.headers.get("user-agent", "")[:200]).warning(
                 "suspicious_activity reason=injection_probe ip={} path={}", client_ip(request), request.url.path)
         token = errors.inject(failure)
         try:

@@ -21,6 +21,8 @@ class Settings:
     log_level: str = "INFO"
     releases_dir: Path = Path("/srv/residency-scheduler/releases")
     fault_file: Path = Path("/srv/residency-scheduler/faults.json")
+    # The app-level denylist (sre.runbooks.ip_blocklist denylist_file): client addresses refused with 403.
+    denylist_file: Path = Path("/srv/residency-scheduler/denylist.json")
     seed: int = 0
     database_url: str = ""  # empty: generated data instead of PostgreSQL
     db_pool_size: int = 5
@@ -50,6 +52,7 @@ ENV_NAMES = {
     "log_level": "LOG_LEVEL",
     "releases_dir": "SCHEDULER_RELEASES_DIR",
     "fault_file": "SCHEDULER_FAULT_FILE",
+    "denylist_file": "SCHEDULER_DENYLIST_FILE",
     "seed": "SCHEDULER_SEED",
     "database_url": "DATABASE_URL",
     "db_pool_size": "DB_POOL_SIZE",

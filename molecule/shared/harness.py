@@ -226,3 +226,65 @@ def runbook_fixture(tmp_path_factory) -> Callable[..., RunbookRun]:
         return RunbookRun(proc=proc, record=record, recap=recap)
 
     return run
+
+
+# -- helpers for the security alert tests (alerts8b) --------------------------------------------------------------
+
+def psql(sql: str, database: str = "residency_scheduler") -> list[list[str]]:
+    """Rows of SQL run as postgres in db1 (fields split on |): the state a test compares before and after."""
+    out = lab_ssh("db1", f"runuser -u postgres -- psql -X -q -At -F '|' -d {database} <<'SQL'\n{sql}\nSQL\n")
+    return [line.split("|") for line in out.splitlines() if line]
+
+
+def app_denylist(host: str) -> list[dict]:
+    """The application's denylist on an app host (sre.runbooks.ip_blocklist denylist_file), [] when absent."""
+    path = LAB_STATE / "hosts" / host / "srv" / "denylist.json"
+    return json.loads(path.read_text()).get("blocked", []) if path.is_file() else []
+
+
+def clear_app_denylist(hosts: tuple[str, ...] = ("app1", "app2")) -> None:
+    """Remove the application denylist a test left behind (the backends re-read it within a second)."""
+    for host in hosts:
+        (LAB_STATE / "hosts" / host / "srv" / "denylist.json").unlink(missing_ok=True)
+
+
+def app_url(host: str = "app1") -> str:
+    """The backend of an app host, as the lab's inventory reaches it."""
+    return f"http://127.0.0.1:{ {'app1': 18001, 'app2': 18002}[host] + PORT_OFFSET}"
+
+
+def login_status(host: str, username: str, password: str = "lab-password", client: str | None = None) -> int:
+    """Status of a login to HOST's backend, optionally as the client address CLIENT (X-Forwarded-For, as the proxy sends)."""
+    headers = {"x-forwarded-for": client} if client else {}
+    return requests.post(f"{app_url(host)}/api/v1/auth/login", json={"username": username, "password": password},
+                         headers=headers, timeout=15).status_code
+
+
+def security_state() -> dict[str, Any]:
+    """What the security runbooks may change: each app host's denylist, every account's lock, MFA, password state and
+    failed-login counter, every session's revocation, and the audit rows the remediations write."""
+    return {
+        "denylist": {host: sorted(e["address"] for e in app_denylist(host)) for host in ("app1", "app2")},
+        "users": psql("SELECT username, is_locked, mfa_enabled, left(hashed_password, 7) = '!reset!', failed_login_attempts "
+                      "FROM users ORDER BY id"),
+        "sessions": psql("SELECT id, revoked_at IS NOT NULL FROM sessions ORDER BY id"),
+        "audit": psql("SELECT count(*) FROM audit_log WHERE action LIKE 'sre_%'"),
+    }
+
+
+@contextlib.contextmanager
+def accounts_restored(*usernames: str) -> Iterator[None]:
+    """Put the accounts (lock, MFA, password, sessions) back as they were after the block: the lab's traffic logs in as one."""
+    names = ", ".join("'" + u.replace("'", "''") + "'" for u in usernames)
+    saved = psql(f"SELECT id, is_locked, coalesce(locked_at::text, ''), mfa_enabled, hashed_password, failed_login_attempts "
+                 f"FROM users WHERE username IN ({names})")
+    sessions = psql(f"SELECT s.id FROM sessions s JOIN users u ON u.id = s.user_id WHERE u.username IN ({names}) AND s.revoked_at IS NULL")
+    try:
+        yield
+    finally:
+        for uid, locked, locked_at, mfa, hashed, failed in saved:
+            psql(f"UPDATE users SET is_locked = {'true' if locked == 't' else 'false'}, "
+                 f"locked_at = {('%s' % repr(locked_at)) if locked_at else 'NULL'}, mfa_enabled = {'true' if mfa == 't' else 'false'}, "
+                 f"hashed_password = '{hashed}', failed_login_attempts = {int(failed)} WHERE id = {int(uid)}")
+        if sessions:
+            psql("UPDATE sessions SET revoked_at = NULL WHERE id IN (" + ", ".join(f"'{s[0]}'" for s in sessions) + ")")

@@ -105,7 +105,8 @@ def plan(rows: list[dict[str, Any]], o: dict[str, Any]) -> list[dict[str, Any]]:
                 changes["password_hash"] = ("(usable)", "(expired: reset required)")
         if revokes(o) and row.get("live_sessions"):
             changes["live_sessions"] = (row["live_sessions"], 0)
-        plans.append({"account": str(row["match"]), "id": row["id"], "role": row.get("role"), "changes": changes})
+        plans.append({"account": str(row["match"]), "id": row["id"], "username": row.get("username"), "role": row.get("role"),
+                      "changes": changes})
     return plans
 
 
@@ -181,7 +182,8 @@ def run(conn, o: dict[str, Any], check_mode: bool, params: dict | None = None) -
     after = "".join(f"{p['account']}: " + ", ".join(f"{k}={v[1]}" for k, v in p["changes"].items()) + "\n" for p in changing)
     return {
         "changed": bool(changing),
-        "accounts": [{"account": p["account"], "id": p["id"], "changes": {k: {"before": v[0], "after": v[1]} for k, v in p["changes"].items()}}
+        "accounts": [{"account": p["account"], "id": p["id"], "username": p["username"], "role": p["role"],
+                      "changes": {k: {"before": v[0], "after": v[1]} for k, v in p["changes"].items()}}
                      for p in plans],
         "missing": missing,
         "queries": statements,

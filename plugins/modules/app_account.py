@@ -129,11 +129,14 @@ EXAMPLES = r"""
 
 RETURN = r"""
 accounts:
-  description: Every account found, with C(account), C(id) and C(changes) (field → C(before) / C(after)); empty C(changes) means already in state.
+  description:
+    - Every account found, with C(account), C(id), C(username) and C(role) (null without such a column) and C(changes) (field → C(before) / C(after));
+      empty C(changes) means already in state.
   returned: always
   type: list
   elements: dict
-  sample: [{"account": "jdoe", "id": 17, "changes": {"locked": {"before": false, "after": true}, "live_sessions": {"before": 2, "after": 0}}}]
+  sample: [{"account": "jdoe", "id": 17, "username": "jdoe", "role": "resident",
+            "changes": {"locked": {"before": false, "after": true}, "live_sessions": {"before": 2, "after": 0}}}]
 missing:
   description: Accounts not found (only returned without failing when O(missing=ignore)).
   returned: always
