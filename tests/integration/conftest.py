@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import socket
+import sys
 import subprocess
 import time
 from pathlib import Path
@@ -22,6 +24,16 @@ def postgres_helpers():
 def wait_until(*args, **kwargs):
     """_postgres.wait_until: poll a predicate until it holds or time runs out."""
     return postgres_helpers().wait_until(*args, **kwargs)
+
+
+def load_lab_module(relative: str, name: str):
+    """A lab script (lab/hosts.py, lab/scheduler/db/seed.py, ...) imported as module NAME: the lab is not a package
+    the tests can import, and each test file keeps its own copy (its own globals) under its own name."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[2] / "lab" / relative)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pwd
@@ -17,7 +16,7 @@ from ansible_collections.sre.runbooks.plugins.module_utils._host_resources impor
 from ansible_collections.sre.runbooks.plugins.modules import host_resources
 from tests.unit.plugins.modules.utils import run_module
 
-from .conftest import free_port
+from .conftest import free_port, load_lab_module
 
 pytestmark = pytest.mark.integration
 
@@ -138,12 +137,6 @@ def test_bad_inputs_name_the_option(monkeypatch, args, message):
     assert failed and result["msg"].startswith(message), result
 
 
-def _load_lab_hosts():
-    spec = importlib.util.spec_from_file_location("lab_hosts_for_host_resources", REPO / "lab" / "hosts.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture()
@@ -152,7 +145,7 @@ def nspawn_host(tmp_path_factory, monkeypatch):
     if os.geteuid() != 0:
         pytest.fail("lab hosts need root (overlay mounts, cgroups, systemd-nspawn)")
     monkeypatch.setenv("LAB_STATE_DIR", str(tmp_path_factory.mktemp("hr-lab")))
-    hosts = _load_lab_hosts()
+    hosts = load_lab_module("hosts.py", "lab_hosts_for_host_resources")
     hosts.build_base()  # cached after the first run on a machine
     try:
         hosts.boot("hrtest", free_port())

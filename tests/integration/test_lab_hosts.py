@@ -7,19 +7,17 @@ hosts in about a second and the whole file runs in well under a minute.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from .conftest import free_port
+from .conftest import free_port, load_lab_module
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +34,9 @@ ExecStart=/bin/sh -c 'while :; do echo "tick from $(hostname)"; sleep 0.2; done'
 """
 
 
-def _load_hosts_module():
-    spec = importlib.util.spec_from_file_location("lab_hosts_under_test", REPO_ROOT / "lab" / "hosts.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-hosts = _load_hosts_module()
+hosts = load_lab_module("hosts.py", "lab_hosts_under_test")
 
 
 def ssh(name: str, command: str, check: bool = True) -> subprocess.CompletedProcess:

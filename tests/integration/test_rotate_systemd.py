@@ -4,12 +4,10 @@ reload_units (SIGHUP through ExecReload) and restart_units (a new process), and 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ import yaml
 from ansible_collections.sre.runbooks.plugins.module_utils._rotate import jwt_hs256
 from lab.heart_disease.common import key_id
 
-from .conftest import free_port, wait_http
+from .conftest import free_port, wait_http, load_lab_module
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +29,9 @@ HOME = "/opt/heart-disease"
 CONFIG = f"{HOME}/config/config.yaml"
 
 
-def _load_hosts():
-    spec = importlib.util.spec_from_file_location("lab_hosts_for_rotate", REPO_ROOT / "lab" / "hosts.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-hosts = _load_hosts()
+hosts = load_lab_module("hosts.py", "lab_hosts_for_rotate")
 
 
 @pytest.fixture(scope="module")

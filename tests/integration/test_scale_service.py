@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import free_port
+from .conftest import free_port, load_lab_module
 
 pytestmark = pytest.mark.integration
 
@@ -48,15 +47,9 @@ WantedBy=multi-user.target
 """
 
 
-def _load_hosts():
-    spec = importlib.util.spec_from_file_location("lab_hosts_for_scale", REPO_ROOT / "lab" / "hosts.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-hosts = _load_hosts()
+hosts = load_lab_module("hosts.py", "lab_hosts_for_scale")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ With the base rootfs cached this file takes about 15 s.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port
+from .conftest import free_port, load_lab_module
 
 pytestmark = pytest.mark.integration
 
@@ -71,15 +70,9 @@ ExecStart=/bin/sleep infinity
 }
 
 
-def _load_hosts_module():
-    spec = importlib.util.spec_from_file_location("lab_hosts_for_service_status", REPO_ROOT / "lab" / "hosts.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-hosts = _load_hosts_module()
+hosts = load_lab_module("hosts.py", "lab_hosts_for_service_status")
 
 
 def _wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
