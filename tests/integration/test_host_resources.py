@@ -137,8 +137,6 @@ def test_bad_inputs_name_the_option(monkeypatch, args, message):
     assert failed and result["msg"].startswith(message), result
 
 
-
-
 @pytest.fixture()
 def nspawn_host(tmp_path_factory, monkeypatch):
     """One lab host (systemd-nspawn, own PID namespace, host network) in a lab of its own."""

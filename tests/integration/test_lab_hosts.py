@@ -34,8 +34,6 @@ ExecStart=/bin/sh -c 'while :; do echo "tick from $(hostname)"; sleep 0.2; done'
 """
 
 
-
-
 hosts = load_lab_module("hosts.py", "lab_hosts_under_test")
 
 

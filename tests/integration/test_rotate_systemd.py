@@ -29,8 +29,6 @@ HOME = "/opt/heart-disease"
 CONFIG = f"{HOME}/config/config.yaml"
 
 
-
-
 hosts = load_lab_module("hosts.py", "lab_hosts_for_rotate")
 
 

@@ -47,8 +47,6 @@ WantedBy=multi-user.target
 """
 
 
-
-
 hosts = load_lab_module("hosts.py", "lab_hosts_for_scale")
 
 

@@ -70,8 +70,6 @@ ExecStart=/bin/sleep infinity
 }
 
 
-
-
 hosts = load_lab_module("hosts.py", "lab_hosts_for_service_status")
 
 

@@ -258,4 +258,3 @@ def test_unreadable_file_is_named(monkeypatch, tmp_path):
         target.chmod(0)
     message = refuse(monkeypatch, "log_query", {"path": [str(target)]}, tmp_path)
     assert str(target) in message
-
