@@ -65,7 +65,8 @@ integration: install ## pytest integration tests against real services
 
 # Each scenario boots its own lab on its own ports (MOLECULE_LAB_PORT_OFFSET) and mostly waits on it (Prometheus
 # scrapes, monitoring windows), so the scenarios run side by side; each one's log is printed when all are done.
-MOLECULE_SCENARIOS := alerts:300 heart_disease:400 high_error_rate:500
+# Offsets 40 apart: a lab's ports span 2201-2207, 18001-18102 and 19090-19094, so 100 apart would collide.
+MOLECULE_SCENARIOS := alerts:300 heart_disease:340 high_error_rate:380
 
 molecule: install ## molecule scenarios (delegated driver, the lab as platform), side by side
 	@for dir in molecule/*/molecule.yml; do name=$$(basename $$(dirname $$dir)); \
