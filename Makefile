@@ -66,7 +66,7 @@ integration: install ## pytest integration tests against real services
 # Each scenario boots its own lab on its own ports (MOLECULE_LAB_PORT_OFFSET) and mostly waits on it (Prometheus
 # scrapes, monitoring windows), so the scenarios run side by side; each one's log is printed when all are done.
 # Offsets 40 apart: a lab's ports span 2201-2207, 18001-18102 and 19090-19094, so 100 apart would collide.
-MOLECULE_SCENARIOS := alerts:300 heart_disease:340 high_error_rate:380
+MOLECULE_SCENARIOS := alerts:300 alerts_data:340 alerts_security:380 heart_disease:420 high_error_rate:460
 
 molecule: install ## molecule scenarios (delegated driver, the lab as platform), side by side
 	@for dir in molecule/*/molecule.yml; do name=$$(basename $$(dirname $$dir)); \
