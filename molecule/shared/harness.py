@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -50,6 +51,13 @@ PROMETHEUS_URL = f"http://127.0.0.1:{19090 + PORT_OFFSET}"
 BIN = Path(sys.executable).parent
 RECAP = re.compile(r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)\s+"
                    r"failed=(?P<failed>\d+)")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def lab(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import socket
 import subprocess
 import time
 from datetime import datetime
@@ -22,17 +21,11 @@ from pathlib import Path
 import requests
 import yaml
 
-from harness import BIN, INCIDENTS, PORT_OFFSET, REPO, fault, lab_ssh, wait_for_alert  # pylint: disable=import-error
+from harness import BIN, INCIDENTS, PORT_OFFSET, REPO, fault, free_port, lab_ssh, wait_for_alert  # pylint: disable=import-error
 
 ALERTMANAGER_URL = f"http://127.0.0.1:{19093 + PORT_OFFSET}"
 AM_CONFIG = "/etc/alertmanager/alertmanager.yml"
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _ts(value: str) -> float:
@@ -94,7 +87,7 @@ def _rulebook_command(vars_file: Path) -> list[str]:
 
 def test_alert_starts_its_runbook_once_and_resolved_closes_it(tmp_path):
     incidents = INCIDENTS / f"eda-{tmp_path.name}"
-    port = _free_port()
+    port = free_port()
     variables = yaml.safe_load((REPO / "rulebooks" / "alert_runbooks.yml").read_text(encoding="utf-8"))
     # Only HighErrorRate may start a run here: an alert left firing by another test of the scenario (the ACGME
     # rules look back an hour) must not start its runbook into this test's incident directory.
