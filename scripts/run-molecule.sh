@@ -40,14 +40,28 @@ for entry in "$@"; do
 done
 wait
 
+# Passing scenarios first, then every failing one's whole log, then a summary naming the failed tests: CI shows only
+# the end of the output.
 failed=""
 for entry in "$@"; do
     scenario=${entry%%:*}
+    if [ "$(cat "$status_dir/$scenario" 2>/dev/null)" = ok ]; then
+        echo "== molecule $scenario (ok)"
+        cat "$here/.molecule-$scenario.log"
+    else
+        failed="$failed $scenario"
+    fi
+done
+for scenario in $failed; do
     echo "== molecule $scenario ($(cat "$status_dir/$scenario" 2>/dev/null || echo 'did not run'))"
     cat "$here/.molecule-$scenario.log"
-    [ "$(cat "$status_dir/$scenario" 2>/dev/null)" = ok ] || failed="$failed $scenario"
 done
 if [ -n "$failed" ]; then
+    for scenario in $failed; do
+        echo "== molecule $scenario: failed tests"
+        sed 's/\x1b\[[0-9;]*m//g' "$here/.molecule-$scenario.log" \
+            | grep -E '(FAILED|ERROR) |^E? *(AssertionError|assert )|Failed:|CRITICAL|in [0-9.]+s' | tail -n 40
+    done
     echo "molecule scenarios failed:$failed"
     exit 1
 fi
