@@ -65,7 +65,7 @@ def test_two_runs_of_the_pool_relief_take_turns_and_the_second_finds_it_done(tmp
         "vars": {"prometheus_url": "http://127.0.0.1:9"}}}  # nothing listens there: recovery unverified, escalated
     extra = {"runbook_remediate": True, "runbook_incident_dir": str(incidents), "remediation_lock_path": str(locks),
              "remediation_lock_wait": 120, "db_triage_idle_in_transaction_threshold": "1s", "db_triage_sample_interval": 1,
-             "runbook_monitor_minutes": 0.05, "runbook_escalate_after_minutes": 0.1, "runbook_poll_seconds": 1}
+             "runbook_monitor_minutes": 0.01, "runbook_escalate_after_minutes": 0.02, "runbook_poll_seconds": 1}
     sessions = [psycopg.connect(**postgres_server.conninfo(False, dbname=postgres_server.app_database, application_name="leaky"))
                 for _unused in range(12)]
     gate = RemediationLock(str(locks), "database_connection_pool:db1")
