@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import socket
@@ -79,7 +80,7 @@ def validate(params: dict[str, Any]) -> str | None:
         return "owner: must be 1 to 256 printable characters (the incident or run that holds the lock)"
     for option in ("wait", "ttl"):
         value = params.get(option)
-        if value is not None and (value != value or value < 0 or value > 7 * 86400):  # NaN, negative, over a week
+        if value is not None and (math.isnan(value) or value < 0 or value > 7 * 86400):  # NaN, negative, over a week
             return f"{option}: {value} is not between 0 and 604800 seconds"
     if params.get("ttl") == 0:
         return "ttl: must be more than 0 seconds (a lease that has already run out protects nothing)"

@@ -32,7 +32,7 @@ options:
   name:
     description:
       - The lock, usually C(<remediation>:<target>), for example V(high_error_rate:release) or V(pg_terminate:residency).
-      - 1 to 128 letters, digits and C(. _ : @ + = -), starting with a letter or digit; no C(/) and no C(..).
+      - '1 to 128 letters, digits and C(. _ : @ + = -), starting with a letter or digit; no C(/) and no C(..).'
     type: str
     required: true
   path:
