@@ -10,7 +10,9 @@ that the first run had already done it. The lock's history gives each run's wind
 from __future__ import annotations
 
 import json
-import threading
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import psycopg
 import pytest
 
 from ansible_collections.sre.runbooks.plugins.module_utils._remediation_lock import RemediationLock
-from tests.integration._playbooks import local_host, run_playbook
+from tests.integration._playbooks import REPO, local_host
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration._postgres"]
@@ -27,12 +29,12 @@ OWNER_TASK = "Name this run as the lock owner, once per run"
 TERMINATE_TASK = "Terminate the application's sessions idle in a transaction"
 
 
-def _lock_waiters() -> int:
-    """Lock module processes running on this machine right now (each one waiting, or about to take the lock)."""
+def _lock_waiters(work: Path) -> int:
+    """This test's lock module processes running right now (each one waiting, or about to take the lock)."""
     count = 0
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            if b"AnsiballZ_remediation_lock" in cmdline.read_bytes():
+            if b"AnsiballZ_remediation_lock" in (proc / "cmdline").read_bytes() and str(work).encode() in (proc / "environ").read_bytes():
                 count += 1
         except OSError:
             continue
@@ -44,6 +46,19 @@ def _timeline(incidents: Path) -> list[dict]:
     for log in incidents.glob("*/timeline.jsonl"):
         entries += [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     return entries
+
+
+def _start(work: Path, inventory: dict, extra: dict) -> subprocess.Popen:
+    """ansible-playbook database_connection_pool_exhaustion.yml as tests/integration/_playbooks.py runs it, in the background."""
+    work.mkdir()
+    (work / "inventory.json").write_text(json.dumps(inventory))
+    (work / "extra.json").write_text(json.dumps({"ansible_python_interpreter": sys.executable, **extra}))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+           "ANSIBLE_LOCAL_TEMP": str(work / "tmp"), "ANSIBLE_HOME": str(work / "ansible-home")}
+    argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(work / "inventory.json"), "-e", f"@{work / 'extra.json'}",
+            str(REPO / "playbooks" / "database_connection_pool_exhaustion.yml")]
+    with open(work / "output.log", "w", encoding="utf-8") as output:  # a file, not a pipe: nobody reads it while the run waits
+        return subprocess.Popen(argv, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -64,35 +79,34 @@ def test_two_runs_of_the_pool_relief_take_turns_and_the_second_finds_it_done(tmp
         postgres_admin_user=postgres_server.superuser, postgres_admin_password=postgres_server.superuser_password)}}},
         "vars": {"prometheus_url": "http://127.0.0.1:9"}}}  # nothing listens there: recovery unverified, escalated
     extra = {"runbook_remediate": True, "runbook_incident_dir": str(incidents), "remediation_lock_path": str(locks),
-             "remediation_lock_wait": 120, "db_triage_idle_in_transaction_threshold": "1s", "db_triage_sample_interval": 1,
+             "remediation_lock_wait": 900, "db_triage_idle_in_transaction_threshold": "1s", "db_triage_sample_interval": 1,
              "runbook_monitor_minutes": 0.01, "runbook_escalate_after_minutes": 0.02, "runbook_poll_seconds": 1}
     sessions = [psycopg.connect(**postgres_server.conninfo(False, dbname=postgres_server.app_database, application_name="leaky"))
                 for _unused in range(12)]
     gate = RemediationLock(str(locks), "database_connection_pool:db1")
-    gate.acquire("test gate", wait=0, ttl=300)
-    outcomes: dict[str, tuple] = {}
+    gate.acquire("test gate", wait=0, ttl=3600)
+    runs: list[subprocess.Popen] = []
     try:
         for conn in sessions:
             conn.execute("SELECT 1")  # autocommit off: each now sits idle in an open transaction
-        runners = [threading.Thread(target=lambda n=n: outcomes.__setitem__(n, run_playbook(
-            tmp_path / f"run{n}", "database_connection_pool_exhaustion.yml", inventory, **extra))) for n in (1, 2)]
-        for n in (1, 2):
-            (tmp_path / f"run{n}").mkdir(exist_ok=True)
-        for runner in runners:
-            runner.start()
+        runs = [_start(tmp_path / f"run{n}", inventory, extra) for n in (1, 2)]
         # Both have investigated (their owner names are set) and both lock modules are running: both wait at the gate.
-        _wait_for(lambda: len({e["run"] for e in _timeline(incidents) if e.get("task") == OWNER_TASK}) == 2, 180, "both runs at the lock")
-        _wait_for(lambda: _lock_waiters() >= 2, 60, "both lock modules waiting")
+        _wait_for(lambda: len({e["run"] for e in _timeline(incidents) if e.get("task") == OWNER_TASK}) == 2, 600, "both runs at the lock")
+        _wait_for(lambda: _lock_waiters(tmp_path) >= 2, 120, "both lock modules waiting")
         gate.release("test gate")
-        for runner in runners:
-            runner.join(300)
+        for run in runs:
+            run.wait(timeout=900)
     finally:
         gate.release("test gate", force=True)
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
         for conn in sessions:
             conn.close()
 
-    for proc, _record in outcomes.values():
-        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    for n, run in enumerate(runs, 1):
+        assert run.returncode == 0, (tmp_path / f"run{n}" / "output.log").read_text()[-6000:]
     [incident] = [json.loads(p.read_text()) for p in incidents.glob("*/incident.json")]  # the second run joined the first's
     assert len(incident["runs"]) == 2
 
