@@ -23,7 +23,9 @@ def run_playbook(tmp_path: Path, playbook: str, inventory: dict[str, Any], **ext
     Records go to ``tmp_path/incidents``; a second call with the same ``tmp_path`` sees the first's records (joins).
     """
     (tmp_path / "inventory.json").write_text(json.dumps(inventory))
-    variables = {"runbook_incident_dir": str(tmp_path / "incidents"), "ansible_python_interpreter": sys.executable, **extra}
+    # The remediation locks too (sre.runbooks.remediation_lock): a test's runs never wait for another test's on this machine.
+    variables = {"runbook_incident_dir": str(tmp_path / "incidents"), "remediation_lock_path": str(tmp_path / "locks"),
+                 "ansible_python_interpreter": sys.executable, **extra}
     (tmp_path / "extra.json").write_text(json.dumps(variables))
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_HOME": str(tmp_path / "ansible-home")}
