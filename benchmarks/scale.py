@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import os
+import resource
 import shutil
 import statistics
 import subprocess
