@@ -224,7 +224,7 @@ def run(lab: Lab, work: Path, playbook: Path, count: int, *, forks: int = 20, pi
 def timed(label: str, repeat: int, fn) -> tuple[float, float]:
     """Median wall seconds and median controller CPU seconds of ``repeat`` runs."""
     walls, cpus = [], []
-    for _ in range(repeat):
+    for _attempt in range(repeat):
         wall, cpu, _out = fn()
         walls.append(wall)
         cpus.append(cpu)
