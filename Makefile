@@ -74,6 +74,7 @@ molecule: install ## molecule scenarios (delegated driver, the lab as platform),
 
 bench: install ## benchmarks (print numbers and ratios)
 	$(BIN)/python benchmarks/log_query.py
+	$(BIN)/python benchmarks/scale.py
 
 build: install ## collection tarball
 	$(BIN)/ansible-galaxy collection build --force
