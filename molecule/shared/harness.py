@@ -262,7 +262,9 @@ def lab_secrets() -> dict[str, str]:
         for index, line in enumerate(body):
             _add_secret(found, f"ssh/id_ed25519 (line {index + 1})", line)
     for value, name in found.items():
-        SECRETS_SEEN.setdefault(value, name)
+        if value not in SECRETS_SEEN:
+            taken = sum(1 for seen in SECRETS_SEEN.values() if seen == name or seen.startswith(f"{name} (rotation "))
+            SECRETS_SEEN[value] = f"{name} (rotation {taken + 1})" if taken else name  # the old one keeps the plain name
     return found
 
 
