@@ -228,7 +228,8 @@ def _secrets_in(found: dict[str, str], where: str, data: Any, key: str = "") -> 
 def lab_secrets() -> dict[str, str]:
     """Every secret the lab holds right now, value → a name for it (never print the value): secrets.json (database
     password, token signing key), each host's env files under /etc/default (SECRET_KEY, passwords in *_URL), the
-    Heart Disease API's config.yaml (JWT secret, previous secrets, API keys) and the lab's SSH private key.
+    Heart Disease API's config.yaml (JWT secret, previous secrets, API keys), the keys a rotation wrote under its
+    config/rotated/ and the lab's SSH private key.
     Redis has no password in the lab (nothing to read). Re-read after every run: rotations make new ones."""
     found: dict[str, str] = {}
     path = LAB_STATE / "secrets.json"
@@ -256,6 +257,9 @@ def lab_secrets() -> dict[str, str]:
     if config.is_file():
         import yaml  # pylint: disable=import-outside-toplevel  (molecule brings PyYAML)
         _secrets_in(found, "ml1:/opt/heart-disease/config/config.yaml", yaml.safe_load(config.read_text(encoding="utf-8")))
+    for secret_file in sorted(LAB_STATE.glob("hosts/ml1/heart-disease/config/rotated/*")):  # a rotation's new key, raw
+        if secret_file.is_file():
+            _add_secret(found, f"ml1:/opt/heart-disease/config/rotated/{secret_file.name}", secret_file.read_text(encoding="utf-8"))
     key = LAB_STATE / "ssh" / "id_ed25519"
     if key.is_file():
         body = [line for line in key.read_text(encoding="utf-8").splitlines() if line and not line.startswith("-----")]
