@@ -4,7 +4,7 @@
 Usage (a running lab; the runs investigate only, remediation off, so the lab is left as it was)::
 
     LAB_STATE_DIR=/tmp/lab-x LAB_PORT_OFFSET=600 .venv/bin/python benchmarks/verbose_runs.py \\
-        [--playbook high_error_rate.yml --playbook model_issues.yml] [--repeat 2] [--callback default]
+        [--playbook high_error_rate.yml --playbook model_issues.yml] [--repeat 2] [--callback default] [--pretty]
 
 Each playbook is run ``--repeat`` times with and without ``-vvv`` (alternating, so the lab's load drifts alike on
 both), as molecule/shared/harness.py runs it (same ansible.cfg, collections, short monitoring window). Printed: the
@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "molecule" / "shared"))
 import harness  # noqa: E402  pylint: disable=wrong-import-position,import-error
 
 
-def run(playbook: str, verbose: bool, incidents: Path, callback: str | None) -> tuple[float, str]:
+def run(playbook: str, verbose: bool, incidents: Path, callback: str | None, pretty: bool) -> tuple[float, str]:
     extra = incidents / f"extra-{time.monotonic_ns()}.json"
     extra.write_text(json.dumps({"runbook_remediate": False, "runbook_incident_dir": str(incidents), "runbook_poll_seconds": 5,
                                  "runbook_monitor_minutes": 0.5, "runbook_escalate_after_minutes": 2}))
@@ -39,6 +39,8 @@ def run(playbook: str, verbose: bool, incidents: Path, callback: str | None) -> 
            "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections")}
     if callback:
         env["ANSIBLE_STDOUT_CALLBACK"] = callback
+    if verbose and not pretty:
+        env["ANSIBLE_CALLBACK_FORMAT_PRETTY"] = "false"  # as the harness runs it
     argv = [str(harness.BIN / "ansible-playbook"), *(["-vvv"] if verbose else []), "-i", str(REPO / "inventories" / "lab"),
             "-e", f"@{extra}", str(REPO / "playbooks" / playbook)]
     started = time.monotonic()
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--playbook", action="append", help="playbooks/NAME (repeatable)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--callback", help="ANSIBLE_STDOUT_CALLBACK for both runs (default: ansible.cfg's)")
+    parser.add_argument("--pretty", action="store_true", help="-vvv's indented results (the harness turns them off)")
     args = parser.parse_args()
     for playbook in args.playbook or ["high_error_rate.yml", "model_issues.yml"]:
         times: dict[bool, list[float]] = {False: [], True: []}
@@ -59,7 +62,7 @@ def main() -> None:
         for _round in range(args.repeat):
             for verbose in (False, True):
                 incidents = Path(tempfile.mkdtemp(prefix="incidents-", dir=os.environ["RUNBOOK_INCIDENT_DIR"]))
-                seconds, output = run(playbook, verbose, incidents, args.callback)
+                seconds, output = run(playbook, verbose, incidents, args.callback, args.pretty)
                 times[verbose].append(seconds)
                 sizes[verbose] = len(output)
                 if verbose:

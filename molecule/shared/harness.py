@@ -324,7 +324,9 @@ def runbook_fixture(tmp_path_factory) -> Callable[..., RunbookRun]:
         extra_file.write_text(json.dumps(variables))
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"), "LAB_STATE_DIR": str(LAB_STATE),
-               "LAB_PORT_OFFSET": str(PORT_OFFSET)}
+               "LAB_PORT_OFFSET": str(PORT_OFFSET),
+               # -vvv would indent every result (pretty JSON): one line each says the same, in less output to scan
+               "ANSIBLE_CALLBACK_FORMAT_PRETTY": "false"}
         before = {p: p.stat().st_mtime for p in incidents.glob("*/incident.json")} if incidents.is_dir() else {}
         lab_secrets()
         notifications_from = _notifications_size()
