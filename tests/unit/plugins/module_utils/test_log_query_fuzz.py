@@ -29,8 +29,8 @@ BASE = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 NOW = (BASE + timedelta(days=2)).timestamp()
 # HYPOTHESIS_NO_SHRINK=1: report a failure at once (shrinking one can take minutes on a loaded machine)
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
-                phases=(Phase.explicit, Phase.generate) if os.environ.get("HYPOTHESIS_NO_SHRINK") else tuple(Phase), suppress_health_check=[HealthCheck.too_slow,
-                                                                                         HealthCheck.function_scoped_fixture])
+                phases=(Phase.explicit, Phase.generate) if os.environ.get("HYPOTHESIS_NO_SHRINK") else tuple(Phase),
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 LOGURU_NO = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "SUCCESS": 25, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
@@ -57,8 +57,8 @@ def as_loguru_serialized(ts, level, message, logger):
     text = f"{stamp_ms(ts)} | {level:<8} | {logger}:handler:42 - {message}\n"
     return json.dumps({"text": text, "record": {
         "elapsed": {"repr": "0:00:01", "seconds": 1.0}, "exception": None, "extra": {"request_id": "r-1"},
-        "file": {"name": "routes.py", "path": "/app/routes.py"}, "function": "handler", "level": {"icon": "", "name": level,
-                                                                                                   "no": LOGURU_NO[level]},
+        "file": {"name": "routes.py", "path": "/app/routes.py"}, "function": "handler",
+        "level": {"icon": "", "name": level, "no": LOGURU_NO[level]},
         "line": 42, "message": message, "module": "routes", "name": logger, "process": {"id": 7, "name": "MainProcess"},
         "thread": {"id": 9, "name": "MainThread"}, "time": {"repr": ts.isoformat(), "timestamp": ts.timestamp()}}})
 
@@ -129,8 +129,9 @@ free_text = st.one_of(st.none(), message_text, injections)
 
 
 @FUZZ
-@given(since=times, until=times, tz=st.one_of(st.none(), st.sampled_from(["UTC", "local", "+02:00", "America/New_York",
-                                                                             "Nowhere/Land", "../../etc", "\x00", "a" * 300]), message_text),
+@given(since=times, until=times,
+       tz=st.one_of(st.none(), st.sampled_from(["UTC", "local", "+02:00", "America/New_York", "Nowhere/Land", "../../etc", "\x00", "a" * 300]),
+                    message_text),
        level=free_text, search=free_text, regex=free_text, group_by=free_text, fields=st.dictionaries(message_text, free_text, max_size=2),
        numbers=st.dictionaries(st.sampled_from(["top", "samples", "limit", "max_groups", "max_message_length", "workers"]),
                                st.one_of(st.integers(-5, 10 ** 6), message_text), max_size=3))
@@ -164,9 +165,8 @@ def test_resolve_time_gives_a_time_a_datetime_can_show_or_a_clear_error(value):
 
 # -- totals -----------------------------------------------------------------------------------------------------------
 
-entries = st.lists(st.tuples(st.integers(0, 2 * 86400 - 1), st.sampled_from(LEVELS), st.sampled_from(["db down", "timeout x=1", "ok",
-                                                                                                        "slow query", "auth_failure ip=1.2.3.4"])),
-                   min_size=1, max_size=60)
+MESSAGES = ["db down", "timeout x=1", "ok", "slow query", "auth_failure ip=1.2.3.4"]
+entries = st.lists(st.tuples(st.integers(0, 2 * 86400 - 1), st.sampled_from(LEVELS), st.sampled_from(MESSAGES)), min_size=1, max_size=60)
 
 
 @FUZZ
@@ -259,4 +259,3 @@ def test_access_summary_never_raises_and_adds_up(tmp_path_factory, lines):
     assert summary["server_errors"] + summary["client_errors"] <= summary["requests"] <= len(lines)
     assert 0 <= summary["error_rate"] <= 1
     assert summary == access_summary(str(path), 3 * 86400, now=NOW)
-
