@@ -255,7 +255,7 @@ def lab_secrets() -> dict[str, str]:
                 _add_secret(found, f"{where} (password)", match["password"])
     config = LAB_STATE / "hosts" / "ml1" / "heart-disease" / "config" / "config.yaml"
     if config.is_file():
-        import yaml  # pylint: disable=import-outside-toplevel  (molecule brings PyYAML)
+        import yaml  # pylint: disable=import-outside-toplevel
         _secrets_in(found, "ml1:/opt/heart-disease/config/config.yaml", yaml.safe_load(config.read_text(encoding="utf-8")))
     for secret_file in sorted(LAB_STATE.glob("hosts/ml1/heart-disease/config/rotated/*")):  # a rotation's new key, raw
         if secret_file.is_file():
