@@ -199,12 +199,117 @@ class RunbookRun:
         return {host: counts["changed"] for host, counts in self.recap.items() if host != "localhost" and counts["changed"]}
 
 
+# -- the secrets sweep: every runbook run is made with -vvv and searched for every secret the lab holds ------------
+
+SECRET_NAME = re.compile(r"(secret|password|passwd|token|api_?key|private_?key)", re.IGNORECASE)
+SECRET_MIN_LENGTH = 12  # shorter values (flags, ports) are no secret and would match by chance
+URL_PASSWORD = re.compile(r"^[a-z][a-z0-9+.-]*://[^:/@\s]+:(?P<password>[^@\s]+)@", re.IGNORECASE)
+# Every secret seen during this session, old ones included: a rotation retires a secret, it must not leak afterwards.
+SECRETS_SEEN: dict[str, str] = {}
+
+
+def _add_secret(found: dict[str, str], name: str, value: Any) -> None:
+    if isinstance(value, str) and len(value.strip()) >= SECRET_MIN_LENGTH:
+        found.setdefault(value.strip(), name)
+
+
+def _secrets_in(found: dict[str, str], where: str, data: Any, key: str = "") -> None:
+    """Values under secret-looking keys of a parsed YAML / JSON document (lists under such a key: every item)."""
+    if isinstance(data, dict):
+        for name, value in data.items():
+            _secrets_in(found, where, value, f"{key}.{name}" if key else str(name))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            _secrets_in(found, where, value, f"{key}[{index}]")
+    elif SECRET_NAME.search(key.rsplit(".", 1)[-1]):
+        _add_secret(found, f"{where}:{key}", data)
+
+
+def lab_secrets() -> dict[str, str]:
+    """Every secret the lab holds right now, value → a name for it (never print the value): secrets.json (database
+    password, token signing key), each host's env files under /etc/default (SECRET_KEY, passwords in *_URL), the
+    Heart Disease API's config.yaml (JWT secret, previous secrets, API keys), the keys a rotation wrote under its
+    config/rotated/ and the lab's SSH private key.
+    Redis has no password in the lab (nothing to read). Re-read after every run: rotations make new ones."""
+    found: dict[str, str] = {}
+    path = LAB_STATE / "secrets.json"
+    if path.is_file():
+        for name, value in json.loads(path.read_text(encoding="utf-8")).items():  # every value in it is a secret
+            _add_secret(found, f"secrets.json:{name}", value)
+    for env_file in sorted(LAB_STATE.glob("hosts/*/upper/etc/default/*")):
+        host = env_file.relative_to(LAB_STATE / "hosts").parts[0]
+        try:
+            lines = env_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            name, sep, value = line.partition("=")
+            if not sep:
+                continue
+            where = f"{host}:/etc/default/{env_file.name}:{name.strip()}"
+            value = value.strip().strip("'\"")
+            if SECRET_NAME.search(name):
+                _add_secret(found, where, value)
+            match = URL_PASSWORD.match(value)
+            if match:
+                _add_secret(found, f"{where} (password)", match["password"])
+    config = LAB_STATE / "hosts" / "ml1" / "heart-disease" / "config" / "config.yaml"
+    if config.is_file():
+        import yaml  # pylint: disable=import-outside-toplevel
+        _secrets_in(found, "ml1:/opt/heart-disease/config/config.yaml", yaml.safe_load(config.read_text(encoding="utf-8")))
+    for secret_file in sorted(LAB_STATE.glob("hosts/ml1/heart-disease/config/rotated/*")):  # a rotation's new key, raw
+        if secret_file.is_file():
+            _add_secret(found, f"ml1:/opt/heart-disease/config/rotated/{secret_file.name}", secret_file.read_text(encoding="utf-8"))
+    key = LAB_STATE / "ssh" / "id_ed25519"
+    if key.is_file():
+        body = [line for line in key.read_text(encoding="utf-8").splitlines() if line and not line.startswith("-----")]
+        for index, line in enumerate(body):
+            _add_secret(found, f"ssh/id_ed25519 (line {index + 1})", line)
+    for value, name in found.items():
+        if value not in SECRETS_SEEN:
+            taken = sum(1 for seen in SECRETS_SEEN.values() if seen == name or seen.startswith(f"{name} (rotation "))
+            SECRETS_SEEN[value] = f"{name} (rotation {taken + 1})" if taken else name  # the old one keeps the plain name
+    return found
+
+
+def _notifications_size() -> int:
+    path = LAB_STATE / "hosts" / "mon1" / "upper" / "var" / "log" / "alertmanager-webhook" / "notifications.jsonl"
+    return path.stat().st_size if path.is_file() else 0
+
+
+def secret_leaks(output: dict[str, str], incidents: Path, notifications_from: int) -> list[str]:
+    """Where each known secret (current and rotated away) appears: in OUTPUT (name → text, e.g. the run's stdout),
+    in any file under INCIDENTS (timelines, reports, records, the notifications they record) or in what the lab's
+    notification stand-in (Alertmanager's webhook receiver) received since byte NOTIFICATIONS_FROM. Names only."""
+    lab_secrets()
+    places = dict(output)
+    if incidents.is_dir():
+        for path in sorted(incidents.rglob("*")):
+            if path.is_file():
+                places[str(path)] = path.read_text(encoding="utf-8", errors="replace")
+    log = LAB_STATE / "hosts" / "mon1" / "upper" / "var" / "log" / "alertmanager-webhook" / "notifications.jsonl"
+    if log.is_file():
+        with log.open("rb") as handle:
+            handle.seek(notifications_from)
+            places["mon1:/var/log/alertmanager-webhook/notifications.jsonl"] = handle.read().decode("utf-8", "replace")
+    leaks = []
+    for value, name in SECRETS_SEEN.items():
+        for where, text in places.items():
+            at = text.find(value)
+            if at >= 0:
+                leaks.append(f"{name} in {where} (line {text.count(chr(10), 0, at) + 1})")
+    return leaks
+
+
 @pytest.fixture(name="runbook")
 def runbook_fixture(tmp_path_factory) -> Callable[..., RunbookRun]:
     """``runbook("slow_response_time.yml", remediate=True, alert={...}, **extra_vars)`` runs it on the lab inventory.
 
     Each test gets its own incident directory, so a rerun joins (or, once resolved, follows) its own incident.
     Verification and escalation windows are short so a test takes seconds, not the runbook's 15 minutes.
+    Every run is made with ``-vvv`` and then swept for secrets (``secret_leaks``): the lab's secrets are read before
+    and after the run (a rotation's old and new ones), and one found in the output, the incident directory or the
+    notifications fails the test naming the secret and where it was, never its value.
     """
     work = tmp_path_factory.mktemp("runbook")
     incidents = INCIDENTS / work.name
@@ -219,11 +324,20 @@ def runbook_fixture(tmp_path_factory) -> Callable[..., RunbookRun]:
         extra_file.write_text(json.dumps(variables))
         env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
                "ANSIBLE_COLLECTIONS_PATH": str(REPO / ".collections"), "LAB_STATE_DIR": str(LAB_STATE),
-               "LAB_PORT_OFFSET": str(PORT_OFFSET)}
+               "LAB_PORT_OFFSET": str(PORT_OFFSET),
+               # -vvv would indent every result (pretty JSON): one line each says the same, in less output to scan
+               "ANSIBLE_CALLBACK_FORMAT_PRETTY": "false"}
         before = {p: p.stat().st_mtime for p in incidents.glob("*/incident.json")} if incidents.is_dir() else {}
-        proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(REPO / "inventories" / "lab"), "-e", f"@{extra_file}",
-                               str(REPO / "playbooks" / playbook)],
+        lab_secrets()
+        notifications_from = _notifications_size()
+        proc = subprocess.run([str(BIN / "ansible-playbook"), "-vvv", "-i", str(REPO / "inventories" / "lab"),
+                               "-e", f"@{extra_file}", str(REPO / "playbooks" / playbook)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+        leaks = secret_leaks({"ansible-playbook -vvv stdout": proc.stdout, "ansible-playbook -vvv stderr": proc.stderr},
+                             incidents, notifications_from)
+        if leaks:
+            # pytrace=False: no traceback, whose frames would show the secrets
+            pytest.fail(f"{playbook}: {len(leaks)} secret(s) leaked: " + "; ".join(leaks), pytrace=False)
         touched = [p for p in incidents.glob("*/incident.json") if before.get(p) != p.stat().st_mtime] if incidents.is_dir() else []
         newest = max(touched, key=lambda p: p.stat().st_mtime) if touched else None
         record = json.loads(newest.read_text()) if newest else {}

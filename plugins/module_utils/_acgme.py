@@ -919,6 +919,10 @@ def parse_assignment_rules(rules: Any) -> list[dict[str, Any]]:
             if name not in MATCH_FIELDS:
                 raise ScheduleError(f"{field}.match.{name}: unknown field (known: {', '.join(MATCH_FIELDS)})")
             values = accepted if isinstance(accepted, (list, tuple)) else [accepted]
+            for value in values:
+                if value is not None and not isinstance(value, (str, int, float)):
+                    raise ScheduleError(f"{field}.match.{name}: expected a value or a list of values (text, number, true/false), "
+                                        f"got {value!r}")
             conditions[name] = {_normalise_value(v) for v in values}
         kind = rule.get("kind")
         if kind not in RULE_KINDS:

@@ -156,9 +156,29 @@ def apply(conn, plans: list[dict[str, Any]], o: dict[str, Any]) -> list[str]:
     return done
 
 
+def check_names(conn, o: dict[str, Any]) -> None:
+    """schema, users_table and match_column name what exists (they are quoted identifiers, so anything else would only
+    fail later with PostgreSQL's own message); the error names the option. An unqualified table follows search_path."""
+    def one(query: str, args: list) -> Any:
+        row = conn.execute(query, args).fetchone()
+        return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+    if o["schema"] and not one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", [o["schema"]]):
+        raise AccountError(f"schema: no schema {o['schema']!r} in this database", option="schema")
+    table = one("SELECT to_regclass(CASE WHEN %s::text IS NULL THEN quote_ident(%s) ELSE quote_ident(%s) || '.' || quote_ident(%s) END)::oid",
+                [o["schema"], o["users_table"], o["schema"], o["users_table"]])
+    if table is None:
+        raise AccountError(f"users_table: no table {o['users_table']!r}" + (f" in schema {o['schema']!r}" if o["schema"] else " on the search_path"),
+                           option="users_table")
+    if not one("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = %s AND attnum > 0 AND NOT attisdropped)",
+               [table, o["match_column"]]):
+        raise AccountError(f"match_column: no column {o['match_column']!r} in {o['users_table']}", option="match_column")
+
+
 def run(conn, o: dict[str, Any], check_mode: bool, params: dict | None = None) -> dict[str, Any]:
     import psycopg  # pylint: disable=import-outside-toplevel
     try:
+        check_names(conn, o)
         with conn.transaction():
             rows = read_accounts(conn, o, for_update=not check_mode)
             found = {str(r["match"]) for r in rows}

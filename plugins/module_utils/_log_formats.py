@@ -331,7 +331,10 @@ def _loguru_serialized(obj: dict, rec: dict, line: str, default_tz: tzinfo) -> R
             value = value.get("id")
         if value is not None:
             fields.setdefault(key, value)
-    record = Record("json", line, ts, level, rec.get("message") or obj.get("text", ""), rec.get("name"), fields)
+    message = rec.get("message")
+    if not isinstance(message, str):  # an empty message is a message: the text is the formatted line, not it
+        message = obj.get("text", "")
+    record = Record("json", line, ts, level, message, rec.get("name"), fields)
     exc = rec.get("exception")
     if isinstance(exc, dict):
         record.exc_type = None if exc.get("type") is None else str(exc.get("type"))

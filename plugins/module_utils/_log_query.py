@@ -29,6 +29,7 @@ import os
 import pickle
 import re
 import time
+from datetime import datetime, timezone
 from json.decoder import scanstring
 from typing import Any, Iterator, Optional
 
@@ -86,17 +87,28 @@ def resolve_time(option: str, value: Any, now: float, default_tz) -> Optional[fl
     if value is None or value == "":
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return _showable(option, value, float(value))
     text = str(value).strip()
     if text.lower() == "now":
         return now
     match = _RELATIVE_RE.match(text)
     if match:
-        return now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()]
+        return _showable(option, value, now - float(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()])
     ts = parse_timestamp(text, default_tz)
     if ts is None:
         raise LogQueryError(option, f"{value!r} is neither a duration like 15m, 1h, 2d nor an ISO 8601 time")
+    return _showable(option, value, ts)
+
+
+def _showable(option: str, value: Any, ts: float) -> float:
+    """TS if it is a moment the result can show (years 1 to 9999 UTC); ``since: 99999999w`` is an error, not a crash."""
+    if not _MIN_TS <= ts <= _MAX_TS:  # also NaN and the infinities
+        raise LogQueryError(option, f"{value!r} is outside the years 1 to 9999")
     return ts
+
+
+_MIN_TS = datetime(1, 1, 2, tzinfo=timezone.utc).timestamp()
+_MAX_TS = datetime(9999, 12, 30, tzinfo=timezone.utc).timestamp()
 
 
 class Query:

@@ -279,10 +279,14 @@ def drift_report(reference_rows: list[list[float]], recent_rows: list[list[float
 
 # -- prediction and access logs -----------------------------------------------------------------------------
 
-def _parse_time(text: str) -> float | None:
+def _parse_time(text: Any) -> float | None:
+    """An ISO 8601 time (a naive one is UTC, as the API writes it) → epoch seconds; None for anything else."""
+    if not isinstance(text, str):
+        return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except (TypeError, ValueError):
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return (moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment).timestamp()
+    except (ValueError, OverflowError):
         return None
 
 
@@ -308,7 +312,7 @@ def read_predictions(path: str, since_seconds: float, now: float | None = None, 
             continue
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a corrupt line of thousands of brackets
             unreadable += 1
             continue
         stamp = _parse_time(entry.get("timestamp")) if isinstance(entry, dict) else None
@@ -337,7 +341,10 @@ def access_summary(path: str | None, since_seconds: float, now: float | None = N
         match = _ACCESS.match(line)
         if not match or not match["path"].startswith(prefix):
             continue
-        stamp = datetime.strptime(match["ts"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+        try:
+            stamp = datetime.strptime(match["ts"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+        except ValueError:  # digits that are no date (month 13, a torn line): not a request of the window
+            continue
         if stamp < cutoff:
             continue
         status = int(match["status"])

@@ -45,7 +45,9 @@ options:
     type: bool
     default: true
   netns:
-    description: Run C(nft) inside this network namespace (C(ip netns exec)), for example a container's or a test's.
+    description:
+      - Run C(nft) inside this network namespace (C(ip netns exec)), for example a container's or a test's.
+      - A name C(ip netns list) shows (a file under C(/run/netns)); anything else is refused before C(nft) runs.
     type: str
   table:
     description: nftables table name.
@@ -162,10 +164,14 @@ denylist:
   elements: str
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.runbooks.plugins.module_utils._ip_blocklist import BlocklistError, run
 from ansible_collections.sre.runbooks.plugins.module_utils._postgres import parse_seconds
+
+NETNS_DIR = "/run/netns"  # where ip netns add puts named namespaces
 
 
 def main() -> None:
@@ -208,9 +214,14 @@ def main() -> None:
     for name in ("table", "set_v4", "set_v6", "chain"):
         if not params[name].replace("_", "").isalnum():
             module.fail_json(msg=f"{name}: letters, digits and _ only, got {params[name]!r}", option=name)
+    netns = params["netns"]
+    if netns is not None and (not netns or netns in (".", "..") or not netns.replace("_", "").replace("-", "").replace(".", "").isalnum()):
+        module.fail_json(msg=f"netns: a network namespace name (letters, digits, '.', '-' and '_'), got {netns!r}", option="netns")
     params["family"] = "inet"  # one table for IPv4 and IPv6
 
     def runner(argv, stdin):
+        if netns and not os.path.exists(os.path.join(NETNS_DIR, netns)):  # checked when nft is first needed, after the inputs
+            module.fail_json(msg=f"netns: no network namespace {netns!r} (ip netns list shows those in {NETNS_DIR})", option="netns")
         return module.run_command(argv, data=stdin, binary_data=False, check_rc=False)
 
     try:

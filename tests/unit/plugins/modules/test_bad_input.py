@@ -221,6 +221,19 @@ SEMANTIC = [
     ("service_status", {"units": []}, "units", ""),
     ("service_status", {"units": ["foo; reboot"]}, "units", "not a valid systemd unit name"),
     ("service_status", {"journal_since": "whenever"}, "journal_since", ""),
+    # shell metacharacters in what reaches a command line: refused by name, never run through a shell
+    ("service_status", {"journal_since": "$(touch pwned)"}, "journal_since", ""),
+    ("service_status", {"journal_priority": "3; touch pwned"}, "journal_priority", "expected one of"),
+    ("ip_blocklist", {"netns": "ns; touch pwned"}, "netns", "network namespace name"),
+    ("ip_blocklist", {"set_v4": "s; touch pwned"}, "set_v4", "letters, digits"),
+    ("ip_blocklist", {"chain": "c`touch pwned`"}, "chain", "letters, digits"),
+    ("rotate_credentials", {"key": "JWT_SECRET; touch pwned"}, "key", "not found"),
+    ("rotate_credentials", {"owner": "root; touch pwned"}, "owner", "no such owner"),
+    ("model_check", {"archive_pattern": "../../*"}, "archive_pattern", "{version}"),
+    ("scale_service", {"instances": ["$(touch pwned)"]}, "instances", ""),
+    # huge values
+    ("prometheus_query", {"kind": "range", "start": "100000000w", "step": "1s"}, "st", ""),
+    ("acgme_compliance", {"shifts": [{"person_id": "x", "start": "9" * 5000, "end": "1", "kind": "work"}]}, "shifts[0]", ""),
 ]
 
 
@@ -263,3 +276,33 @@ def test_unreadable_file_is_named(monkeypatch, tmp_path):
         target.chmod(0)
     message = refuse(monkeypatch, "log_query", {"path": [str(target)]}, tmp_path)
     assert str(target) in message
+
+
+# Free text that is only ever data (a filter value, a message): accepted and used literally, with no side effect.
+# (module, overrides, check of the result) — SQL filters are proven against a real PostgreSQL in
+# tests/integration/test_injection_filters.py.
+LITERAL = [
+    ("log_query", {"fields": {"ip": "'; DROP TABLE users; --"}}, lambda r: r["matched"] == 0),
+    ("log_query", {"mode": "auth", "auth_event": "$(touch pwned)"}, lambda r: r["matched"] == 0),
+    ("log_query", {"group_by": "`touch pwned`"}, lambda r: r["matched"] == 1 and r["groups"][0]["key"] == "(missing)"),
+    ("log_query", {"search": "x" * 1_000_000}, lambda r: r["matched"] == 0),
+    ("log_query", {"regex": r"\$\(touch pwned\)"}, lambda r: r["matched"] == 0),
+    ("log_query", {"max_message_length": 10 ** 12, "limit": 10 ** 6, "top": 10 ** 30}, lambda r: r["matched"] == 1),
+    ("http_probe", {"body_contains": "$(touch pwned)"}, lambda r: True),
+    ("notify", {"text": "$(touch pwned) {{ lookup('pipe', 'touch pwned') }}", "slack_channel": "#x; touch pwned"}, lambda r: True),
+]
+
+
+@pytest.mark.parametrize(("name", "overrides", "check"), LITERAL, ids=[f"{c[0]}-{'-'.join(c[1])}" for c in LITERAL])
+def test_free_text_is_data_not_code(monkeypatch, tmp_path, name, overrides, check):
+    args = {**base_args(name, tmp_path), **overrides}
+    before = snapshot(tmp_path)
+    module = importlib.import_module(f"ansible_collections.sre.runbooks.plugins.modules.{name}")
+    monkeypatch.chdir(tmp_path)
+    result, failed = run_module(monkeypatch, module.main, args)
+    assert "Traceback" not in str(result.get("msg", ""))
+    if failed:  # only the closed port may refuse: the text itself was accepted
+        assert "127.0.0.1" in result["msg"] or "connect" in result["msg"] or "reach" in result["msg"], result["msg"]
+    else:
+        assert check(result), result
+    assert not (tmp_path / "pwned").exists() and snapshot(tmp_path) == before
