@@ -15,9 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Playbooks no molecule test runs through the ``runbook`` fixture (so no -vvv sweep covers them yet). The test below
 # fails when one of them gets a test (remove it here then) and when a new playbook has none.
 NOT_RUN_BY_THE_FIXTURE = {
-    "api_issues.yml",  # no molecule test
     "high_error_rate.yml",  # molecule/high_error_rate runs it as converge (import_playbook), EDA test via ansible-rulebook
-    "resource_issues.yml",  # no molecule test
 }
 
 

@@ -29,3 +29,16 @@ def test_initial_assessment(runbook):
         assert run.record["severity"] == "sev1" and "system unavailable" in run.record["severity_reasons"]
         assert "api" in run.decision["affected_components"]
         assert run.actions == [] and not run.fleet_changed and units()[API_UNIT] == "failed"
+
+        # API Issues (Immediate Actions) names the dead unit; remediation off starts nothing.
+        api = runbook("api_issues.yml", remediate=False)
+        assert api.ok, api.output[-4000:]
+        assert API_UNIT in " ".join(api.decision["api_down"]), api.decision
+        assert api.actions == [] and not api.fleet_changed and units()[API_UNIT] == "failed"
+
+    # Resource Issues on a healthy ML host: both units measured, no memory or disk pressure invented, nothing changed.
+    resources = runbook("resource_issues.yml", remediate=True)
+    assert resources.ok, resources.output[-4000:]
+    assert {"heart-disease-api", "heart-disease-worker"} <= set(resources.decision["unit_cpu_cores"]), resources.decision
+    assert resources.decision["memory_pressure"] is False and resources.decision["disk_pressure"] is False, resources.decision
+    assert resources.actions == [] and not resources.fleet_changed
