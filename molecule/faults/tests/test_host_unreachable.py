@@ -1,0 +1,56 @@
+"""A host lost in the middle of a run, and SSH dropping under a run.
+
+Host unreachable: app2's sshd stops and its open sessions (Ansible's persistent connection too) are cut once the
+HighErrorRate triage has started on the app hosts. The run finishes, app1 is fully checked, app2 is listed as not
+checked (with the connection error), and nothing is changed. app2 back, a rerun joins the incident and checks both.
+
+SSH dropping: ml1's SSH sessions are cut twice while the Initial Assessment works on it (sshd keeps listening, as
+when a network blip or an sshd restart drops connections). The run finishes, and what it could not read on ml1 is
+listed as not checked rather than guessed; a rerun checks everything."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import in_host, ssh_refused, unchecked_text
+
+
+def test_host_unreachable_mid_run(runs):
+    background = runs.start("high_error_rate.yml")
+    background.wait_for_output("TASK [sre.runbooks.app_triage")
+    with ssh_refused("app2"):
+        run = background.wait()
+    assert run.ok, run.output[-4000:]
+    assert run.recap["app1"]["unreachable"] == 0 and run.recap["app1"]["failed"] == 0
+    unchecked = run.record.get("unchecked") or []
+    assert any(u.get("host") == "app2" for u in unchecked), unchecked
+    assert not any(u.get("host") == "app1" for u in unchecked), unchecked
+    assert "app2" in run.report.split("## Could not check")[1]
+    assert not run.fleet_changed and run.actions == []
+
+    rerun = runs.run("high_error_rate.yml")
+    assert rerun.ok, rerun.output[-4000:]
+    assert rerun.record["id"] == run.record["id"]
+    assert rerun.record["unchecked"] == run.record["unchecked"]  # both hosts checked this time
+    assert rerun.recap["app2"]["unreachable"] == 0
+
+
+def cut_ssh_sessions(host: str) -> None:
+    """Kill HOST's sshd session processes (not the listener): every open SSH connection drops."""
+    in_host(host, "for pid in $(pgrep -f '^sshd: [^ ]*@'); do kill -9 $pid; done", check=False)
+
+
+def test_ssh_dropping(runs):
+    background = runs.start("initial_assessment.yml")
+    background.wait_for_output("TASK [sre.runbooks.ml_triage")
+    cut_ssh_sessions("ml1")
+    time.sleep(1)
+    cut_ssh_sessions("ml1")
+    run = background.wait()
+    assert run.proc.returncode == 0, run.output[-4000:]
+    # Whatever the dropped connection cost is named, never silently missing.
+    if run.recap["ml1"]["unreachable"]:
+        assert "ml1" in unchecked_text(run), run.record.get("unchecked")
+    rerun = runs.run("initial_assessment.yml")
+    assert rerun.ok and rerun.recap["ml1"]["unreachable"] == 0, rerun.output[-4000:]
+    assert rerun.record["id"] == run.record["id"]
