@@ -6,6 +6,7 @@ backend answers; a rerun completes the rollback and a further run changes nothin
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import threading
 from pathlib import Path
@@ -42,23 +43,24 @@ class Watcher(threading.Thread):
 
 def test_interrupted_rollback(runs):
     before = current_release()
-    lab("deploy", "v1.5.0", "--hosts", "app1")
+    bad = f"v1.5.{secrets.randbelow(10 ** 6)}"  # a version no earlier run left behind
+    lab("deploy", bad, "--hosts", "app1")
     watcher = Watcher()
     try:
-        assert current_release() == "v1.5.0"
+        assert current_release() == bad
         watcher.start()
-        background = runs.start(PLAYBOOK, faults_from_version="v1.5.0")
+        background = runs.start(PLAYBOOK, faults_from_version=bad)
         background.wait_for_output("TASK [Roll back the correlated deployment]")
         interrupt(background, "app1")
         assert background.wait().proc.returncode != 0
-        assert current_release() in ("v1.5.0", before)
-        wait_until(lambda: app_health("app1").get("release") == current_release(), "app1 serving the release current names")
+        assert current_release() in (bad, before)
+        wait_until(lambda: app_health("app1").get("version") == current_release(), "app1 serving the release current names")
 
-        rerun = runs.run(PLAYBOOK, faults_from_version="v1.5.0")
+        rerun = runs.run(PLAYBOOK, faults_from_version=bad)
         assert rerun.ok, rerun.output[-4000:]
         assert current_release() == before
-        wait_until(lambda: app_health("app1").get("release") == before, f"app1 serving {before} again")
-        again = runs.run(PLAYBOOK, faults_from_version="v1.5.0")
+        wait_until(lambda: app_health("app1").get("version") == before, f"app1 serving {before} again")
+        again = runs.run(PLAYBOOK, faults_from_version=bad)
         assert again.ok and again.recap["app1"]["changed"] == 0, again.output[-3000:]
     finally:
         watcher.stop.set()
@@ -66,6 +68,6 @@ def test_interrupted_rollback(runs):
             watcher.join(5)
         if current_release() != before:
             lab("rollback", "--to", before, "--hosts", "app1")
-        shutil.rmtree(RELEASES / "v1.5.0", ignore_errors=True)
+        shutil.rmtree(RELEASES / bad, ignore_errors=True)
     assert watcher.broken == [], watcher.broken[:5]
-    assert watcher.seen <= {"v1.5.0", before}
+    assert watcher.seen <= {bad, before}

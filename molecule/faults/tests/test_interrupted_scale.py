@@ -74,7 +74,7 @@ def test_interrupted_scale(runs):
     try:
         in_host(HOST, f"rm -f /etc/nginx/sites-enabled/default && systemctl daemon-reload && systemctl start {TEMPLATE}@{ports[0]} nginx")
         wait_until(lambda: healthy(ports[0]), "the first instance up")
-        scale = {"faults_scale_host": HOST, "faults_template": TEMPLATE, "faults_upstream": UPSTREAM, "faults_instances": ports}
+        scale = {"faults_template": TEMPLATE, "faults_upstream": UPSTREAM, "faults_instances": ports}
 
         background = runs.start(PLAYBOOK, **scale)
         wait_until(lambda: in_host(HOST, f"systemctl is-active {TEMPLATE}@{ports[1]}", check=False).stdout.strip() == "active",
