@@ -29,11 +29,10 @@ def tiny_disk(path: Path, size: str = "256k") -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Fill the disk to the last byte; returns the filler file (remove it to free the space)."""
     filler = disk / "filler"
-    with open(filler, "wb") as handle:
+    with open(filler, "wb", buffering=0) as handle:  # unbuffered: nothing left to flush (and fail) at close
         with contextlib.suppress(OSError):
             while True:
-                handle.write(b"\0" * 4096)
-                handle.flush()
+                handle.write(b"\0" * 1024)
     return filler
 
 

@@ -4,9 +4,9 @@ Host unreachable: app2's sshd stops and its open sessions (Ansible's persistent 
 HighErrorRate triage has started on the app hosts. The run finishes, app1 is fully checked, app2 is listed as not
 checked (with the connection error), and nothing is changed. app2 back, a rerun joins the incident and checks both.
 
-SSH dropping: ml1's SSH sessions are cut twice while the Initial Assessment works on it (sshd keeps listening, as
-when a network blip or an sshd restart drops connections). The run finishes, and what it could not read on ml1 is
-listed as not checked rather than guessed; a rerun checks everything."""
+SSH dropping: ml1's SSH sessions are cut every half second (eight times at most) while the Initial Assessment works on it (sshd keeps
+listening, as when a flapping link or an sshd restart drops connections). The run finishes, and what it could not read
+on ml1 is listed as not checked rather than guessed; a rerun checks everything."""
 
 from __future__ import annotations
 
@@ -43,14 +43,19 @@ def cut_ssh_sessions(host: str) -> None:
 def test_ssh_dropping(runs):
     background = runs.start("initial_assessment.yml")
     background.wait_for_output("TASK [sre.runbooks.ml_triage")
-    cut_ssh_sessions("ml1")
-    time.sleep(1)
-    cut_ssh_sessions("ml1")
+    cuts = 0
+    # Connections drop every half second while the run works on ml1 (a flapping link, sshd restarted by a deploy).
+    while (cuts < 8 and "PLAY [Initial Assessment | critical metrics" not in background.text()
+           and background.proc.poll() is None):
+        cut_ssh_sessions("ml1")
+        cuts += 1
+        time.sleep(0.5)
     run = background.wait()
-    assert run.proc.returncode == 0, run.output[-4000:]
-    # Whatever the dropped connection cost is named, never silently missing.
-    if run.recap["ml1"]["unreachable"]:
-        assert "ml1" in unchecked_text(run), run.record.get("unchecked")
+    assert cuts >= 1
+    assert run.ok, run.output[-4000:]
+    lost = run.recap["ml1"]["unreachable"]
+    # What a dropped connection cost is named in the report, never silently missing.
+    assert ("ml1" in unchecked_text(run)) == bool(lost), (lost, run.record.get("unchecked"))
     rerun = runs.run("initial_assessment.yml")
     assert rerun.ok and rerun.recap["ml1"]["unreachable"] == 0, rerun.output[-4000:]
     assert rerun.record["id"] == run.record["id"]
