@@ -16,6 +16,7 @@ import html
 import json
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -677,8 +678,15 @@ def open_or_join(root: Path, alert_name: str, dedup_key: str, severity: str, ale
         merge(record, {"events": [{"event": "joined" if joined else "opened",
                                    "detail": f"run {run_id}{' (remediation on)' if remediate else ''}"}]}, now)
         if not check_mode:
+            created = not directory.exists()
             directory.mkdir(parents=True, exist_ok=True)
-            save(directory, record)
+            try:
+                save(directory, record)
+            except OSError as exc:
+                if created:  # nothing of a new incident is left behind: no directory without a record
+                    shutil.rmtree(directory, ignore_errors=True)
+                raise IncidentError(f"incident_dir: cannot write the incident record in {directory}: {exc.strerror or exc}; "
+                                    + ("nothing was recorded" if created else "incident.json is whole (written by rename, never in part)")) from None
     return directory, record, joined, True
 
 
@@ -690,5 +698,9 @@ def update(directory: Path, update_data: dict[str, Any], check_mode: bool,
         record = load(directory)
         changed = merge(record, update_data, now)
         if changed and not check_mode:
-            save(directory, record)
+            try:
+                save(directory, record)
+            except OSError as exc:
+                raise IncidentError(f"path: cannot write the incident record in {directory}: {exc.strerror or exc}; "
+                                    "incident.json is whole (written by rename, never in part)") from None
     return record, changed

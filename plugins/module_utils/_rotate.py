@@ -322,11 +322,20 @@ class Rotation:
     def _write_state(self, state: dict[str, Any]) -> None:
         write_file_atomically(self._state_path(), json.dumps(state, indent=2, sort_keys=True), 0o600)
 
-    def plan(self) -> dict[str, Any]:
+    def plan(self, pending: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What to rotate. ``pending``: the state an interrupted run of the same rotation left (its new key's fingerprint)."""
         self.file.load()
         current = self.file.current()
         kind = self.o["kind"]
         plan: dict[str, Any] = {"kind": kind, "current": current}
+        for value in (current.get("secret"), *(current.get("list") or [])):
+            if value:
+                self.hide(value)
+        if kind == "api_key" and pending and pending.get("fingerprint") and current.get("list") is not None:
+            # The interrupted run's new key may be live, but its owner never got it: it goes, the new one replaces it.
+            kept = [k for k in current["list"] if fingerprint(k) != pending["fingerprint"]]
+            plan["dropped_interrupted"] = len(current["list"]) - len(kept)
+            current["list"] = kept
         if kind == "postgres_password":
             if self.o["strategy"] == "alternating":
                 roles = [self.o["role"], self.o["alternate_role"]]
@@ -341,7 +350,8 @@ class Rotation:
             keys = current.get("list")
             if keys is None:
                 raise RotationError(f"key: {self.o['key']} in {self.o['secret_file']} must be a list of API keys", option="key")
-            if self.o.get("old_secret") and self.o["old_secret"] not in keys:
+            if self.o.get("old_secret") and self.o["old_secret"] not in keys and not (pending and pending.get("fingerprint")):
+                # (after an interrupted run of this rotation, the old key may be retired already: nothing left to retire)
                 raise RotationError("old_secret: the key to retire is not in the consumer file", option="old_secret")
         elif current.get("secret") is None:
             raise RotationError(f"key: {self.o['key']} not found in {self.o['secret_file']}", option="key")
@@ -482,7 +492,8 @@ class Rotation:
     def run(self, check_mode: bool) -> dict[str, Any]:
         state = self._read_state()
         rotation_id = self.o.get("rotation_id")
-        plan = self.plan()
+        pending = state if state.get("status") == "pending" and state.get("rotation_id") == rotation_id else None
+        plan = self.plan(pending)
         result: dict[str, Any] = {"kind": self.o["kind"], "secret_file": self.o["secret_file"], "rotation_id": rotation_id,
                                   "consumers": [" ".join(a) for a in self.consumers]}
         if plan.get("new_role"):
@@ -504,9 +515,23 @@ class Rotation:
             result.update({"changed": True, "secret_fingerprint": None, "steps": [], "queries": [],
                            "msg": f"would rotate the {self.o['kind']} in {self.o['secret_file']}"})
             return result
+        # Written before the first change: a run killed part-way leaves this, and the rerun knows which key was its.
+        self._write_state({"rotation_id": rotation_id, "status": "pending", "started_at": now_iso(), "kind": self.o["kind"],
+                           "fingerprint": new_fp})
+        if plan.get("dropped_interrupted"):
+            self.steps.append(f"dropped the new key of an interrupted run of this rotation (fingerprint {pending['fingerprint']})")
+        copy = self.o.get("new_secret_file")
         try:
+            # The owner's copy first: whenever the new secret is live (even in a run killed part-way), its owner has it,
+            # and a copy that cannot be written stops the rotation before anything changed.
+            if copy:
+                SecretFile(copy, "raw", None).write((new + "\n").encode(), mode=0o600)
+                self.steps.append(f"wrote the new secret to {copy} (mode 0600)")
             outcome = self.execute(plan, new)
         except Exception as exc:  # any failure: already rolled back by execute(); report it with how far it got
+            if copy and any(step.startswith("wrote the new secret") for step in self.steps):
+                Path(copy).unlink(missing_ok=True)
+                self.steps.append(f"removed {copy} (the new secret is not in use)")
             works = self.old_still_works(plan)
             message = str(exc) if isinstance(exc, RotationError) else f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             raise RotationFailed(message, getattr(exc, "option", None), {
@@ -515,10 +540,6 @@ class Rotation:
         rotated_at = now_iso()
         self._write_state({"rotation_id": rotation_id, "rotated_at": rotated_at, "kind": self.o["kind"], "fingerprint": new_fp,
                            "status": "done", **({"role": plan["new_role"]} if plan.get("new_role") else {})})
-        if self.o.get("new_secret_file"):
-            out = SecretFile(self.o["new_secret_file"], "raw", None)
-            out.write((new + "\n").encode(), mode=0o600)
-            self.steps.append(f"wrote the new secret to {self.o['new_secret_file']} (mode 0600)")
         result.update({"changed": True, "secret_fingerprint": new_fp, "rotated_at": rotated_at, "steps": self.steps,
                        "queries": self.queries, "warnings": self.warnings, "retired_old": outcome["retired_old"],
                        "msg": f"rotated the {self.o['kind']} in {self.o['secret_file']} (fingerprint {new_fp})"})

@@ -280,7 +280,8 @@ def main() -> None:
     except IncidentError as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:
-        module.fail_json(msg=f"cannot write the incident record: {exc}")
+        where = params["incident_dir"] if params["state"] == "open" else params["path"]
+        module.fail_json(msg=f"cannot write the incident record under {where}: {exc}")
     module.exit_json(changed=changed, path=str(directory), id=record["id"], record=record, report=str(directory / "report.md"),
                      report_html=str(directory / "report.html"))
 

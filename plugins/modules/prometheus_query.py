@@ -116,18 +116,18 @@ series:
   description:
     - One entry per series. Instant results carry C(value) and C(timestamp); range results carry
       C(values) as C([iso_time, value]) pairs and C(last), C(min), C(max).
-  returned: when O(kind) is instant or range and Prometheus answered
+  returned: when O(kind) is instant or range (empty when Prometheus could not be reached)
   type: list
   elements: dict
   sample: [{"metric": {"handler": "/api/v1/schedules"}, "value": 0.31, "timestamp": "2026-11-23T09:14:03+00:00"}]
 values:
   description: Series values keyed by the O(by) label.
-  returned: when O(by) is set and Prometheus answered
+  returned: when O(by) is set (empty when Prometheus could not be reached)
   type: dict
   sample: {"/api/v1/schedules": 0.31, "/api/v1/people": 0.0}
 alerts:
   description: Active alerts with C(labels), C(annotations), C(state), C(activeAt) and C(value).
-  returned: when O(kind=alerts) and Prometheus answered
+  returned: when O(kind=alerts) (empty when Prometheus could not be reached)
   type: list
   elements: dict
 window:
@@ -201,7 +201,9 @@ def main() -> None:
     except ServiceUnreachable as exc:
         if not module.params["allow_unreachable"]:
             module.fail_json(msg=f"url: {exc}", reachable=False)
-        module.exit_json(changed=False, reachable=False, error=str(exc))
+        # Empty results rather than none: a playbook's result['values'] then means "nothing", not dict.values.
+        empty = {"alerts": []} if module.params["kind"] == "alerts" else {"series": [], **({"values": {}} if module.params["by"] else {})}
+        module.exit_json(changed=False, reachable=False, error=str(exc), **empty)
     except ServiceError as exc:
         module.fail_json(msg=f"url: {exc}", status=exc.status)
     module.exit_json(changed=False, reachable=True, **result)

@@ -130,7 +130,12 @@ options:
     description: Use this secret instead of generating one.
     type: str
   new_secret_file:
-    description: For O(kind=api_key), where to write the new key (mode 0600) for the client that needs it; it is never returned.
+    description:
+      - For O(kind=api_key), where to write the new key (mode 0600) for the client that needs it; it is never returned.
+      - Written before the new key is configured, so whenever the new key is live its owner has it; removed again when the
+        rotation fails and is rolled back. Its directory must exist.
+      - A run killed part-way leaves the rotation pending in the state file; the next run with the same O(rotation_id)
+        drops the key the interrupted run added (by its fingerprint) and completes the rotation with its own new key.
     type: path
   length:
     description: Bytes of randomness in a generated secret.

@@ -61,6 +61,9 @@ def test_unreachable_prometheus_is_a_finding_when_allowed(monkeypatch):
     result, failed = run_module(monkeypatch, prometheus_query.main, {"url": url, "query": "up", "allow_unreachable": True})
     assert not failed
     assert result["reachable"] is False and url in result["error"]
+    # Empty results, so a playbook's result['values'] is {} and not Jinja's fallback to the dict's values method.
+    result, failed = run_module(monkeypatch, prometheus_query.main, {"url": url, "query": "up", "by": "job", "allow_unreachable": True})
+    assert not failed and result["values"] == {} and result["series"] == []
     result, failed = run_module(monkeypatch, prometheus_query.main, {"url": url, "query": "up"})
     assert failed and result["msg"].startswith("url: cannot reach")
 

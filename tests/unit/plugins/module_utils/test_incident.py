@@ -164,3 +164,20 @@ def test_actions_get_their_time_once_and_say_what_was_done(tmp_path):
     assert not changed and len(record["actions"]) == 1
     report = (directory / "report.md").read_text()
     assert "**PostgreSQL** add index: CREATE INDEX CONCURRENTLY a_b_idx ON public.a (b)" in report
+
+
+def test_disk_full_names_the_directory_and_leaves_no_half_record(tmp_path, monkeypatch):
+    """ENOSPC: a new incident leaves no directory behind; an update leaves incident.json as it was, whole."""
+    directory, _record, _joined, _changed = open_incident(tmp_path)
+    before = (directory / "incident.json").read_text()
+
+    def full(path, text, mode=0o640):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(inc, "write_file_atomically", full)
+    with pytest.raises(inc.IncidentError, match=f"path: cannot write the incident record in {directory}: No space left on device"):
+        inc.update(directory, {"summary": "more"}, False)
+    assert (directory / "incident.json").read_text() == before
+    with pytest.raises(inc.IncidentError, match="incident_dir: cannot write the incident record in .*nothing was recorded"):
+        open_incident(tmp_path, key="fp2")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [directory.name]
