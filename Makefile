@@ -64,9 +64,9 @@ integration: install ## pytest integration tests against real services
 	  exit $$(( others || fleet_rc ))
 
 # Each scenario boots its own lab on its own ports (MOLECULE_LAB_PORT_OFFSET, 40 apart: a lab's ports span
-# 2201-2207, 18001-18102 and 19090-19094) and mostly waits on it, so two run side by side (scripts/run-molecule.sh);
-# the longest first.
-MOLECULE_SCENARIOS := alerts_security:380 heart_disease:420 alerts:300 alerts_data:340 high_error_rate:460
+# 2201-2207, 18001-18102 and 19090-19094) and mostly waits on it, so two run side by side (scripts/run-molecule.sh,
+# a pool: the next starts when one ends), the longest first.
+MOLECULE_SCENARIOS := alerts_security:380 heart_disease:420 alerts:300 faults:520 alerts_data:340 high_error_rate:460
 MOLECULE_JOBS := 2
 
 molecule: install ## molecule scenarios (delegated driver, the lab as platform), two at a time

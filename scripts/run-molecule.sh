@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # Run molecule scenarios, at most JOBS at a time, each on its own lab port offset; print every log at the end.
 #   scripts/run-molecule.sh JOBS SCENARIO:OFFSET ...
 # Each scenario boots a whole lab (7 systemd hosts); more than two labs at once overload a 2-core machine
@@ -29,11 +29,12 @@ run_one() {
     fi
 }
 
+# A pool: the next scenario starts as soon as any one finishes.
 running=0
 for entry in "$@"; do
     if [ "$running" -ge "$jobs" ]; then
-        wait
-        running=0
+        wait -n
+        running=$((running - 1))
     fi
     run_one "$entry" &
     running=$((running + 1))

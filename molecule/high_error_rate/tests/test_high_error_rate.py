@@ -59,3 +59,11 @@ def test_rerun_changed_nothing():
     rerun = json.loads(records[1].read_text())
     assert rerun["actions"] == [] and rerun["decision"]["deployment_correlated"] in (False, "False")
     assert rerun["decision"]["still_failing"] in (False, "False")  # the ratio is back under 5 %: nothing to roll back
+
+
+def test_investigation_after_recovery_changes_nothing(runbook):
+    """Once more through the harness (-vvv, every lab secret searched in the output, the record and notifications)."""
+    run = runbook("high_error_rate.yml", remediate=False)
+    assert run.ok, run.output[-3000:]
+    assert run.actions == [] and not run.fleet_changed
+    assert run.decision["still_failing"] in (False, "False"), run.decision
