@@ -136,7 +136,7 @@ APP_PORTS = {"app1": 18001, "app2": 18002}
 BACKEND = "residency-scheduler-backend"
 
 
-def app_url(host: str) -> str:
+def app_url(host: str = "app1") -> str:
     """The backend's base URL of an app host, on this lab's ports."""
     return f"http://127.0.0.1:{APP_PORTS[host] + PORT_OFFSET}"
 
@@ -368,11 +368,6 @@ def clear_app_denylist(hosts: tuple[str, ...] = ("app1", "app2")) -> None:
     """Remove the application denylist a test left behind (the backends re-read it within a second)."""
     for host in hosts:
         (LAB_STATE / "hosts" / host / "srv" / "denylist.json").unlink(missing_ok=True)
-
-
-def app_url(host: str = "app1") -> str:
-    """The backend of an app host, as the lab's inventory reaches it."""
-    return f"http://127.0.0.1:{ {'app1': 18001, 'app2': 18002}[host] + PORT_OFFSET}"
 
 
 def login_status(host: str, username: str, password: str = "lab-password", client: str | None = None) -> int:
