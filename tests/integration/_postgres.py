@@ -54,6 +54,18 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05, what: s
     raise TimeoutError(f"{what} not reached within {timeout}s")
 
 
+LAB_SCHEMA = Path(__file__).resolve().parents[2] / "lab" / "scheduler" / "db" / "schema.sql"
+
+
+def lab_schema_database(server: "PostgresServer", name: str) -> None:
+    """A fresh database NAME on SERVER holding the Residency Scheduler's tables (the lab's schema.sql), no rows."""
+    with server.connect() as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with server.connect(dbname=name) as conn:
+        conn.execute(LAB_SCHEMA.read_text())
+
+
 class PostgresServer:
     """initdb + pg_ctl start in a temporary directory; ``stop()`` (or the context manager) removes it all."""
 

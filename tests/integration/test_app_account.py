@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from psycopg import sql
 
 from ansible_collections.sre.runbooks.plugins.modules import app_account
+from tests.integration._postgres import lab_schema_database
 from tests.unit.plugins.modules.utils import run_module
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration._postgres"]
-SCHEMA = Path(__file__).resolve().parents[2] / "lab" / "scheduler" / "db" / "schema.sql"
 DB = "accounts_test"
 
 
 @pytest.fixture
 def db(postgres_server):
-    with postgres_server.connect() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
+    lab_schema_database(postgres_server, DB)
     with postgres_server.connect(dbname=DB) as conn:
-        conn.execute(SCHEMA.read_text())
         for name, role in (("jdoe", "resident"), ("asmith", "faculty"), ("root", "admin")):
             conn.execute("INSERT INTO users (username, email, hashed_password, password_salt, role, failed_login_attempts)"
                          " VALUES (%s, %s, %s, 's', %s, 7)", (name, f"{name}@example.org", f"hash-{name}", role))

@@ -5,17 +5,14 @@ accounts are unchanged, and a name that must be an identifier (schema, table, co
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from psycopg import sql
 
 from ansible_collections.sre.runbooks.plugins.modules import acgme_compliance, app_account, pg_activity, pg_terminate
+from tests.integration._postgres import lab_schema_database
 from tests.unit.plugins.modules.utils import run_module
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration._postgres"]
-SCHEMA = Path(__file__).resolve().parents[2] / "lab" / "scheduler" / "db" / "schema.sql"
 DB = "injection_test"
 PAYLOADS = ["'; DROP TABLE canary; --", "x' OR '1'='1", "1); DROP TABLE canary; --", "%' OR 1=1 --", "\\'; DROP TABLE canary; --",
             "$$; DROP TABLE canary; $$", "\"; DROP TABLE canary; --"]
@@ -23,11 +20,8 @@ PAYLOADS = ["'; DROP TABLE canary; --", "x' OR '1'='1", "1); DROP TABLE canary; 
 
 @pytest.fixture(scope="module")
 def db(postgres_server):
-    with postgres_server.connect() as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DB)))
+    lab_schema_database(postgres_server, DB)
     with postgres_server.connect(dbname=DB) as conn:
-        conn.execute(SCHEMA.read_text())
         conn.execute("CREATE TABLE canary (id int); INSERT INTO canary VALUES (1)")
         conn.execute("INSERT INTO users (username, email, hashed_password, password_salt, role, failed_login_attempts)"
                      " VALUES ('jdoe', 'jdoe@example.org', 'hash-jdoe', 's', 'resident', 0)")

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -21,6 +20,7 @@ import pytest
 
 from ansible_collections.sre.runbooks.plugins.module_utils._remediation_lock import RemediationLock
 from tests.integration._playbooks import REPO, local_host
+from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ["tests.integration._postgres"]
@@ -61,16 +61,6 @@ def _start(work: Path, inventory: dict, extra: dict) -> subprocess.Popen:
         return subprocess.Popen(argv, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def test_two_runs_of_the_pool_relief_take_turns_and_the_second_finds_it_done(tmp_path, postgres_server):
     incidents, locks = tmp_path / "incidents", tmp_path / "locks"
     inventory = {"all": {"children": {"db": {"hosts": {"db1": local_host(
@@ -91,8 +81,8 @@ def test_two_runs_of_the_pool_relief_take_turns_and_the_second_finds_it_done(tmp
             conn.execute("SELECT 1")  # autocommit off: each now sits idle in an open transaction
         runs = [_start(tmp_path / f"run{n}", inventory, extra) for n in (1, 2)]
         # Both have investigated (their owner names are set) and both lock modules are running: both wait at the gate.
-        _wait_for(lambda: len({e["run"] for e in _timeline(incidents) if e.get("task") == OWNER_TASK}) == 2, 600, "both runs at the lock")
-        _wait_for(lambda: _lock_waiters(tmp_path) >= 2, 120, "both lock modules waiting")
+        wait_until(lambda: len({e["run"] for e in _timeline(incidents) if e.get("task") == OWNER_TASK}) == 2, 600, 0.1, "both runs at the lock")
+        wait_until(lambda: _lock_waiters(tmp_path) >= 2, 120, 0.1, "both lock modules waiting")
         gate.release("test gate")
         for run in runs:
             run.wait(timeout=900)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port, load_lab_module
+from .conftest import free_port, load_lab_module, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,16 +73,6 @@ ExecStart=/bin/sleep infinity
 hosts = load_lab_module("hosts.py", "lab_hosts_for_service_status")
 
 
-def _wait_for(predicate, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _show(unit: str, prop: str) -> str:
     return hosts.run(HOST, ["systemctl", "show", "-p", prop, "--value", unit]).stdout.strip()
 
@@ -102,8 +92,8 @@ def lab(tmp_path_factory):
             hosts.install_unit(HOST, unit, text, enable=False, start=not is_template and unit != "svc-dependent.service")
         # Starting the dependent pulls svc-fails in again (Requires=): it starts, then fails on its own.
         hosts.run(HOST, ["systemctl", "start", "svc-dependent.service", "svc-tmpl@blue.service"])
-        _wait_for(lambda: _show("svc-fails.service", "ActiveState") == "failed", what="svc-fails to fail")
-        _wait_for(lambda: int(_show("svc-crashloop.service", "NRestarts") or 0) >= 3, what="3 restarts of svc-crashloop")
+        wait_until(lambda: _show("svc-fails.service", "ActiveState") == "failed", 15.0, 0.2, what="svc-fails to fail")
+        wait_until(lambda: int(_show("svc-crashloop.service", "NRestarts") or 0) >= 3, 15.0, 0.2, what="3 restarts of svc-crashloop")
         inventory = state / "inventory.json"
         inventory.write_text(json.dumps({"all": {"hosts": {HOST: hosts.ansible_host_vars(HOST)}}}), encoding="utf-8")
         yield inventory
@@ -198,7 +188,7 @@ def test_unit_states_restarts_uptime_and_journal(lab):
 
 def test_restart_count_grows(lab):
     first = ansible(lab, {"units": "svc-crashloop", "journal_lines": 0})["units"]["svc-crashloop.service"]["n_restarts"]
-    _wait_for(lambda: int(_show("svc-crashloop.service", "NRestarts")) > first + 1, what="more restarts")
+    wait_until(lambda: int(_show("svc-crashloop.service", "NRestarts")) > first + 1, 15.0, 0.2, what="more restarts")
     second = ansible(lab, {"units": "svc-crashloop", "journal_lines": 0})["units"]["svc-crashloop.service"]["n_restarts"]
     assert second > first
 
