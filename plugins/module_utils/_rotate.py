@@ -532,6 +532,11 @@ class Rotation:
             if copy and any(step.startswith("wrote the new secret") for step in self.steps):
                 Path(copy).unlink(missing_ok=True)
                 self.steps.append(f"removed {copy} (the new secret is not in use)")
+            # Rolled back: the state file goes back to what it was (no "pending" left to mislead a rerun).
+            if state:
+                self._write_state(state)
+            else:
+                self._state_path().unlink(missing_ok=True)
             works = self.old_still_works(plan)
             message = str(exc) if isinstance(exc, RotationError) else f"{type(exc).__name__}: {' '.join(str(exc).split())}"
             raise RotationFailed(message, getattr(exc, "option", None), {
