@@ -290,9 +290,9 @@ def test_pool_and_cache_metrics_are_real(lab):
     keys = lab.ssh("cache1", f"redis-cli -p {16379 + lab.offset} --scan --pattern 'residency-scheduler:blocks:*'").stdout.split()
     assert keys
     # Every entry expires within 30 s (PTTL -1 would be "never"; -2 or 0 is a key expiring as we look).
-    ttls = [int(v) for v in lab.ssh("cache1", f"redis-cli -p {16379 + lab.offset} eval "
-                                             "\"local t = {} for i, k in ipairs(KEYS) do t[i] = redis.call('PTTL', k) end return t\" "
-                                             f"{len(keys[:20])} {' '.join(keys[:20])}").stdout.split()]
+    pttl_of_each = "\"local t = {} for i, k in ipairs(KEYS) do t[i] = redis.call('PTTL', k) end return t\""
+    command = f"redis-cli -p {16379 + lab.offset} eval {pttl_of_each} {len(keys[:20])} {' '.join(keys[:20])}"
+    ttls = [int(v) for v in lab.ssh("cache1", command).stdout.split()]
     assert ttls and all(t != -1 and t <= 30_000 for t in ttls), ttls
 
 
