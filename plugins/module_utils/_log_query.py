@@ -20,6 +20,7 @@ naming the option.
 from __future__ import annotations
 
 import collections
+import contextlib
 import glob
 import gzip
 import json
@@ -28,6 +29,8 @@ import mmap
 import os
 import pickle
 import re
+import signal
+import threading
 import time
 from datetime import datetime, timezone
 from json.decoder import scanstring
@@ -63,6 +66,8 @@ AUTH_ACCOUNT_FIELDS = ("account", "user", "username", "user_id", "email", "key")
 TIMELINE_STEPS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400)
 MAX_TIMELINE_SLOTS = 100000  # distinct time slots counted before they are coarsened (about 70 days of minutes)
 MAX_WORKERS = 64  # forked scanners; more than the CPUs only adds contention
+DEFAULT_TIMEOUT = 300  # seconds; a runbook at 3 a.m. gets a clear error, not a task that never returns
+MAX_TIMEOUT = 86400
 MISSING = "(missing)"
 GROUP_BY_BUILTINS = ("fingerprint", "exception_type", "level", "logger", "message", "none")
 
@@ -1506,10 +1511,14 @@ def _run_forked(jobs: list) -> list:
         children = []
         return results
     finally:
-        for pid, read_end in children:  # only on error: do not leave children behind
+        for pid, read_end in children:  # only on error (a timeout among them): do not leave children behind
             try:
                 os.close(read_end)
             except OSError:
+                pass
+            try:
+                os.kill(pid, signal.SIGKILL)  # a child stuck in a runaway regex would never exit by itself
+            except ProcessLookupError:
                 pass
             try:
                 os.waitpid(pid, 0)
@@ -1727,8 +1736,41 @@ def auth_timeline(agg: Aggregator, buckets: int) -> dict:
             "peak_seconds": step, "empty_buckets": quiet}
 
 
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise LogQueryError('timeout') when the block runs longer than SECONDS (0: no limit).
+
+    A regex with nested repetition (``(a+)+$``) can take exponential time on one line; Python's regex engine checks
+    for signals while it matches, so an interval timer stops it. Only the main thread can receive the signal."""
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame):  # pylint: disable=unused-argument
+        raise LogQueryError("timeout", f"the query did not finish within {seconds:g} s; a regex with nested repetition "
+                                       "(such as (a+)+) can take exponential time: simplify regex, or narrow path or since")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run_query(params: dict) -> dict:
-    """Run one query. Raises LogQueryError for bad input."""
+    """Run one query within its ``timeout``. Raises LogQueryError for bad input and for a query out of time."""
+    timeout = params.get("timeout")
+    if timeout is None:
+        timeout = DEFAULT_TIMEOUT
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 <= timeout <= MAX_TIMEOUT:
+        raise LogQueryError("timeout", f"seconds between 0 (no limit) and {MAX_TIMEOUT}, got {timeout!r}")
+    with time_limit(timeout):
+        return _run_query(params)
+
+
+def _run_query(params: dict) -> dict:
     started = time.perf_counter()
     query = Query(params)
     paths = resolve_files(query)

@@ -136,6 +136,13 @@ options:
         V(0) uses one per CPU not busy right now (runnable tasks in C(/proc/loadavg)), at most 4; V(1) never forks.
     type: int
     default: 0
+  timeout:
+    description:
+      - Seconds the whole query may take; past it the task fails naming O(timeout) and nothing is returned.
+        A regex with nested repetition (C((a+\)+)) can take exponential time on one line: this bounds it.
+      - V(0) means no limit.
+    type: float
+    default: 300
   mode:
     description:
       - V(records) filters and groups records. V(auth) keeps only authentication failures (see O(auth_event))
@@ -467,6 +474,7 @@ def argument_spec() -> dict:
         "max_message_length": {"type": "int", "default": 500},
         "max_groups": {"type": "int", "default": 10000},
         "workers": {"type": "int", "default": 0},
+        "timeout": {"type": "float", "default": 300},
         "mode": {"type": "str", "default": "records", "choices": ["records", "auth"]},
         "auth_event": {"type": "str", "default": "auth_failure"},
         "auth_event_field": {"type": "str", "default": "event"},

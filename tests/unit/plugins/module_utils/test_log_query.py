@@ -6,7 +6,10 @@ import gzip
 import json
 import os
 import random
+import signal
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -461,6 +464,41 @@ def test_parallel_workers_give_the_same_answer(tmp_path, monkeypatch):
         if "auth" in params.get("mode", ""):
             assert multi["auth"]["by_ip"] == single["auth"]["by_ip"]
 
+
+
+RUNAWAY_REGEX = r"(a+)+$"  # exponential backtracking on a long run of a's that does not end the line
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_runaway_regex_stops_at_the_timeout_and_leaves_no_worker_behind(tmp_path, monkeypatch, workers):
+    lines = [flat(T0 + timedelta(seconds=i), "ERROR", "a" * 40 + "!") for i in range(300)]
+    path = write(tmp_path / "app.log", lines)
+    monkeypatch.setattr(lq, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(lq, "WINDOW", 4096)
+    children_before = set(os.listdir("/proc"))
+    started = time.monotonic()
+    with pytest.raises(lq.LogQueryError, match=r"did not finish within 0\.5 s") as info:
+        run(path, regex=RUNAWAY_REGEX, timeout=0.5, workers=workers)
+    assert info.value.option == "timeout"
+    assert time.monotonic() - started < 10
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)  # the timer is off again
+    leftover = [pid for pid in set(os.listdir("/proc")) - children_before
+                if pid.isdigit() and Path(f"/proc/{pid}/stat").is_file() and
+                Path(f"/proc/{pid}/stat").read_text().split()[3] == str(os.getpid())]
+    assert leftover == []
+
+
+@pytest.mark.parametrize("timeout", [-1, "soon", True, 10 ** 6])
+def test_a_bad_timeout_is_named(tmp_path, timeout):
+    with pytest.raises(lq.LogQueryError) as info:
+        run(write(tmp_path / "app.log", [flat(T0)]), timeout=timeout)
+    assert info.value.option == "timeout"
+
+
+def test_a_query_within_its_timeout_answers(tmp_path):
+    path = write(tmp_path / "app.log", [flat(T0, "ERROR", "boom")])
+    assert run(path, regex="bo+m", timeout=30)["matched"] == 1
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
 
 # --- auth analysis ------------------------------------------------------------------------------
 
