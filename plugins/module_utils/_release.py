@@ -282,13 +282,65 @@ def _check_expected(manifest: dict[str, Any], archive: str, expected_version: st
         raise ReleaseError(f"version: asked for {expected_version} but {archive}'s manifest says {manifest.get('version')}; nothing was changed")
 
 
+RESTORE_JOURNAL = ".restore-journal.json"
+
+
+def interrupted_restore(root: str) -> str | None:
+    """The version of a layout=files restore that was killed part-way under ``root`` (its journal is still there)."""
+    journal = _read_journal(Path(root))
+    return str(journal["version"]) if journal else None
+
+
+def _read_journal(home: Path) -> dict[str, Any] | None:
+    try:
+        journal = json.loads((home / RESTORE_JOURNAL).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ReleaseError(f"path: {home / RESTORE_JOURNAL} (an interrupted restore's journal) is unreadable: {exc}; "
+                           "check the files under the path by hand") from None
+    staging = str(journal.get("staging", ""))
+    if not staging.startswith(".restore_") or "/" in staging or not isinstance(journal.get("files"), dict):
+        raise ReleaseError(f"path: {home / RESTORE_JOURNAL} is not a restore journal written by this module")
+    return journal
+
+
+def _finish_interrupted(home: Path, version_file: str) -> str | None:
+    """Complete a restore that was killed between its first and last rename, so the files are one version again.
+
+    Its staging directory still holds the verified files not yet renamed into place: rename them (each hash checked
+    once more), write the version file, then drop the journal and the staging directory. Returns that version."""
+    journal = _read_journal(home)
+    if journal is None:
+        return None
+    staging = home / journal["staging"]
+    for name, expected in sorted(journal["files"].items()):
+        staged = staging / name
+        if staged.is_file():
+            if sha256_file(staged) != expected:
+                raise ReleaseError(f"path: the interrupted restore of {journal['version']} left {name} in {staging} with a "
+                                   "hash its manifest does not have; restore again from the archive")
+            (home / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, home / name)
+        elif not (home / name).is_file() or sha256_file(home / name) != expected:
+            # the staging directory is gone or incomplete: the live files cannot be completed from it
+            (home / RESTORE_JOURNAL).unlink()
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+    _atomic_write(home / version_file, f"{journal['version']}\n")
+    (home / RESTORE_JOURNAL).unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+    return str(journal["version"])
+
+
 def restore_files(archive: str, root: str, version_file: str, check_mode: bool = False,
                   expected_version: str | None = None) -> dict[str, Any]:
     """Put an archive's files in place under ``root`` (the Heart Disease layout) and write ``version_file`` last.
 
     Every hash is verified before anything is replaced; each file is renamed into place atomically; if any
     rename fails, the files already replaced are put back from hard links of the previous ones, so the
-    previous version stays whole.
+    previous version stays whole. A run killed between the renames leaves a journal: the next restore first
+    completes that one (``completed_interrupted``), so the files are never left as a mix of two versions.
     """
     manifest = read_archive(archive)
     _check_expected(manifest, archive, expected_version)
@@ -296,6 +348,8 @@ def restore_files(archive: str, root: str, version_file: str, check_mode: bool =
     home = Path(root)
     if not home.is_dir():
         raise ReleaseError(f"path: {root} does not exist or is not a directory")
+    pending = interrupted_restore(root)
+    completed = None if check_mode else _finish_interrupted(home, version_file)
     marker = home / version_file
     before_version = _read_version_file(marker)
     before = _live_hashes(home, manifest["files"])
@@ -305,6 +359,11 @@ def restore_files(archive: str, root: str, version_file: str, check_mode: bool =
               "diff": {"before": _diff_text(before_version, before), "after": _diff_text(version, manifest["files"])}}
     result["msg"] = (f"{version} {'would be' if check_mode else 'was'} restored (was {before_version})" if changed
                      else f"{version} already live and identical to its manifest")
+    if pending:
+        result["completed_interrupted"] = pending
+        result["msg"] = (f"the interrupted restore of {pending} {'would be' if check_mode else 'was'} completed first; "
+                         + result["msg"])
+        result["changed"] = result["changed"] or completed is not None or check_mode
     if not changed or check_mode:
         return result
     staging = Path(tempfile.mkdtemp(dir=home, prefix=".restore_"))
@@ -312,6 +371,10 @@ def restore_files(archive: str, root: str, version_file: str, check_mode: bool =
         _extract_verified(archive, manifest, staging)
         previous = staging / ".previous"
         replaced: list[str] = []
+        # from the first rename to the version file, a kill would leave a mix of versions: the journal lets the next
+        # run finish this one (the staging directory holds the verified files not yet renamed)
+        _atomic_write(home / RESTORE_JOURNAL, json.dumps({"version": version, "staging": staging.name,
+                                                           "files": manifest["files"]}) + "\n", 0o600)
         try:
             for name in sorted(manifest["files"]):
                 target = home / name
@@ -329,6 +392,9 @@ def restore_files(archive: str, root: str, version_file: str, check_mode: bool =
                 else:
                     (home / name).unlink(missing_ok=True)
             raise
+        finally:
+            # after the version file (done) or the put-back (undone): nothing is left to complete
+            (home / RESTORE_JOURNAL).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result

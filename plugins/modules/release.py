@@ -23,7 +23,9 @@ description:
   - With O(layout=releases) the verified archive is unpacked as C(<path>/<version>) and the current link swapped to it.
     With O(layout=files) (the Heart Disease model layout, C(restore_model --version)) each listed file is renamed into
     place under O(path), the O(version_file) is written last, and if any rename fails the files already replaced are put
-    back, so the previous version stays whole.
+    back, so the previous version stays whole. A run killed between two renames leaves a journal
+    (C(.restore-journal.json) under O(path)); the next restore completes that interrupted one first (RV(completed_interrupted)),
+    and O(action=list) names it in RV(interrupted_restore).
 options:
   path:
     description:
@@ -175,12 +177,20 @@ manifest:
   description: The archive's manifest without its file list (version, created_at, metrics, ...).
   returned: when O(action=restore)
   type: dict
+completed_interrupted:
+  description: The version of an earlier restore, killed part-way, that this run completed (or would, in check mode) first.
+  returned: when O(action=restore), O(layout=files) and such a restore was found
+  type: str
+interrupted_restore:
+  description: The version of a restore killed part-way whose files are not all in place yet (the next restore completes it), or V(null).
+  returned: when O(action=list) and O(layout=files)
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sre.runbooks.plugins.module_utils._release import (
-    ReleaseError, find_archive, list_backups, list_releases, read_version, restore_files, restore_release, switch,
+    ReleaseError, find_archive, interrupted_restore, list_backups, list_releases, read_version, restore_files, restore_release, switch,
 )
 
 
@@ -209,7 +219,8 @@ def main() -> None:
     try:
         if params["action"] == "list":
             if params["layout"] == "files":
-                result = {"current": read_version(params["path"], params["version_file"])}
+                result = {"current": read_version(params["path"], params["version_file"]),
+                          "interrupted_restore": interrupted_restore(params["path"])}
             else:
                 result = list_releases(params["path"], params["current_link"])
             if params["backup_dir"]:

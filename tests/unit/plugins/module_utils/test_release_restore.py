@@ -151,6 +151,61 @@ def test_failure_midway_puts_previous_files_back(monkeypatch, home):
     assert versions.verify_live(Home.of(home["root"])) == {}
 
 
+
+def killed_midway(home, version: str) -> None:
+    """A restore of VERSION killed (as by SIGKILL: no cleanup runs) right after its second file was renamed into place."""
+    archive = str(versions.archive_path(Home.of(home["root"]), version))
+    pid = os.fork()
+    if pid == 0:
+        real_replace, renamed = os.replace, []
+
+        def dying_replace(src, dst):
+            real_replace(src, dst)
+            if ".restore_" in str(src) and ".previous" not in str(src):
+                renamed.append(dst)
+                if len(renamed) == 2:
+                    os._exit(9)  # pylint: disable=protected-access
+
+        rel.os.replace = dying_replace
+        try:
+            rel.restore_files(archive, str(home["root"]), "models/VERSION")
+        finally:
+            os._exit(0)  # pylint: disable=protected-access
+    assert os.waitpid(pid, 0)[1] >> 8 == 9, "the restore was not killed part-way"
+
+
+@pytest.mark.parametrize("next_version", ["same", "other"])
+def test_a_restore_killed_between_renames_is_completed_by_the_next(monkeypatch, home, next_version):
+    killed_midway(home, home["old"])
+    live = Home.of(home["root"])
+    assert (home["root"] / rel.RESTORE_JOURNAL).is_file()
+    assert versions.verify_live(live) != {}  # a mix of the two versions: what the journal is there to repair
+    listed, failed = run_module(monkeypatch, release_module.main, {"path": str(home["root"]), "layout": "files"})
+    assert not failed and listed["interrupted_restore"] == home["old"]
+
+    before = snapshot(home["root"])
+    target = home["old"] if next_version == "same" else home["new"]
+    preview, failed = restore(monkeypatch, home, check=True, version=target)
+    assert not failed and preview["changed"] is True and preview["completed_interrupted"] == home["old"]
+    assert snapshot(home["root"]) == before  # check mode completes nothing
+
+    result, failed = restore(monkeypatch, home, version=target)
+    assert not failed, result
+    assert result["completed_interrupted"] == home["old"] and result["changed"] is True
+    assert result["previous_version"] == home["old"]  # the interrupted restore was completed first
+    assert versions.current_version(live) == target and versions.verify_live(live) == {}
+    assert not list(home["root"].glob(".restore_*")) and not (home["root"] / rel.RESTORE_JOURNAL).exists()
+    again, failed = restore(monkeypatch, home, version=target)
+    assert not failed and again["changed"] is False and "completed_interrupted" not in again
+
+
+def test_an_unreadable_journal_is_named_and_nothing_changes(monkeypatch, home):
+    (home["root"] / rel.RESTORE_JOURNAL).write_text("{broken")
+    before = snapshot(home["root"])
+    result, failed = restore(monkeypatch, home, version=home["old"])
+    assert failed and rel.RESTORE_JOURNAL in result["msg"] and "unreadable" in result["msg"]
+    assert snapshot(home["root"]) == before
+
 def test_version_mismatch_and_unknown_version(monkeypatch, home):
     before = snapshot(home["root"])
     archive = versions.archive_path(Home.of(home["root"]), home["old"])
