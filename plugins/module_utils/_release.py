@@ -373,8 +373,8 @@ def restore_files(archive: str, root: str, version_file: str, check_mode: bool =
         replaced: list[str] = []
         # from the first rename to the version file, a kill would leave a mix of versions: the journal lets the next
         # run finish this one (the staging directory holds the verified files not yet renamed)
-        _atomic_write(home / RESTORE_JOURNAL, json.dumps({"version": version, "staging": staging.name,
-                                                           "files": manifest["files"]}) + "\n", 0o600)
+        journal = {"version": version, "staging": staging.name, "files": manifest["files"]}
+        _atomic_write(home / RESTORE_JOURNAL, json.dumps(journal) + "\n", 0o600)
         try:
             for name in sorted(manifest["files"]):
                 target = home / name

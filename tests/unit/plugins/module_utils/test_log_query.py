@@ -465,7 +465,6 @@ def test_parallel_workers_give_the_same_answer(tmp_path, monkeypatch):
             assert multi["auth"]["by_ip"] == single["auth"]["by_ip"]
 
 
-
 RUNAWAY_REGEX = r"(a+)+$"  # exponential backtracking on a long run of a's that does not end the line
 
 
@@ -499,6 +498,7 @@ def test_a_query_within_its_timeout_answers(tmp_path):
     path = write(tmp_path / "app.log", [flat(T0, "ERROR", "boom")])
     assert run(path, regex="bo+m", timeout=30)["matched"] == 1
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
 
 # --- auth analysis ------------------------------------------------------------------------------
 

@@ -151,7 +151,6 @@ def test_failure_midway_puts_previous_files_back(monkeypatch, home):
     assert versions.verify_live(Home.of(home["root"])) == {}
 
 
-
 def killed_midway(home, version: str) -> None:
     """A restore of VERSION killed (as by SIGKILL: no cleanup runs) right after its second file was renamed into place."""
     archive = str(versions.archive_path(Home.of(home["root"]), version))
@@ -205,6 +204,7 @@ def test_an_unreadable_journal_is_named_and_nothing_changes(monkeypatch, home):
     result, failed = restore(monkeypatch, home, version=home["old"])
     assert failed and rel.RESTORE_JOURNAL in result["msg"] and "unreadable" in result["msg"]
     assert snapshot(home["root"]) == before
+
 
 def test_version_mismatch_and_unknown_version(monkeypatch, home):
     before = snapshot(home["root"])
