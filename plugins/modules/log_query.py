@@ -139,7 +139,7 @@ options:
   timeout:
     description:
       - Seconds the whole query may take; past it the task fails naming O(timeout) and nothing is returned.
-        A regex with nested repetition (C((a+\)+)) can take exponential time on one line: this bounds it.
+        A regex with nested repetition (C((a+\)+)) can take exponential time on one line, and this bounds it.
       - V(0) means no limit.
     type: float
     default: 300
