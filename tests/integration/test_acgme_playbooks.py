@@ -36,6 +36,19 @@ def scheduler_db(postgres_server):
     _drop_database(postgres_server, name)
 
 
+NEXT_MONDAY = START + timedelta(days=28)
+
+
+@pytest.fixture()
+def future_edit_db(postgres_server):
+    """The careless edit on the four weekends from next Monday: every shift of it is still movable, whatever the
+    weekday today (an edit reaching into the past can leave a 28-day window no future change can repair)."""
+    name = "acgme_playbooks_future"
+    seeded_with_careless_edit(postgres_server, name, START, NEXT_MONDAY, NEXT_MONDAY + timedelta(days=27))
+    yield name
+    _drop_database(postgres_server, name)
+
+
 def run_playbook(tmp_path: Path, server, database: str, playbook: str, **extra) -> tuple[subprocess.CompletedProcess, dict]:
     inventory = {"all": {"children": {"db": {"hosts": {"db1": local_host(
         postgres_host=server.host, postgres_port=server.port, postgres_database=database,
@@ -52,11 +65,13 @@ def future_violations(monkeypatch, server, database):
     return [v for v in result["violations"] if v["status"] == "future"]
 
 
-def test_violation_detected_investigates_notifies_and_prevents(monkeypatch, tmp_path, postgres_server, scheduler_db):
+def test_violation_detected_investigates_notifies_and_prevents(monkeypatch, tmp_path, postgres_server, future_edit_db):
+    scheduler_db = future_edit_db
+    horizon = {"acgme_future_days": 42}  # the edit's last weekend is up to 35 days ahead
     assert {(v["rule"], v["person_id"]) for v in future_violations(monkeypatch, postgres_server, scheduler_db)} >= {
         ("one_day_off_in_7", OVERWORKED)}
 
-    proc, record = run_playbook(tmp_path, postgres_server, scheduler_db, "acgme_violation_detected.yml",
+    proc, record = run_playbook(tmp_path, postgres_server, scheduler_db, "acgme_violation_detected.yml", **horizon,
                                 alert={"labels": {"alertname": "ACGMEViolationDetected", "person_id": str(OVERWORKED), "severity": "critical"},
                                        "fingerprint": "acgme-8"})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
@@ -68,7 +83,7 @@ def test_violation_detected_investigates_notifies_and_prevents(monkeypatch, tmp_
     assert future_violations(monkeypatch, postgres_server, scheduler_db)  # untouched
 
     proc, record = run_playbook(tmp_path, postgres_server, scheduler_db, "acgme_violation_detected.yml", runbook_remediate=True,
-                                alert={"labels": {"alertname": "ACGMEViolationDetected", "person_id": str(OVERWORKED), "severity": "critical"},
+                                **horizon, alert={"labels": {"alertname": "ACGMEViolationDetected", "person_id": str(OVERWORKED), "severity": "critical"},
                                        "fingerprint": "acgme-8"})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert len(record["runs"]) == 2  # the second run joined the open incident
