@@ -102,6 +102,10 @@ PLAYBOOK = """
             tasks_from: resolve
           vars:
             incident_message: error ratio under 5 % after the fix
+            # as the runbooks pass it: a playbook's include_role vars must not hide the step's own status
+            incident_update:
+              documentation:
+                recovery_steps: rolled back v2.1.0; error ratio verified under 5 %
 
         - name: Document
           ansible.builtin.include_role:
@@ -208,6 +212,7 @@ def test_both_runs_succeed_and_the_second_joins(runs):
     record = inc.load(incidents[0])
     assert [e["event"] for e in record["timeline"]][:2] == ["opened", "acknowledged"] and "joined" in [e["event"] for e in record["timeline"]]
     assert record["dedup_key"] == "4f2a9c1e" and record["status"] == "resolved" and len(record["runs"]) == 2
+    assert record["resolved_at"] and record["documentation"]["recovery_steps"].startswith("rolled back v2.1.0")
     assert "(joined by this run)" in runs["second"].stdout
 
 

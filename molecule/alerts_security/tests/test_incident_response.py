@@ -3,8 +3,14 @@ the alert's own runbook, verify from Prometheus, resolve or escalate along the i
 
 from __future__ import annotations
 
+from harness import wait_for_value
+
 
 def test_incident_response_dispatches_and_resolves(runbook):
+    # The security tests before this one log suspicious activity: the alert must be over before this run can see it
+    # resolved (its expression looks back one minute).
+    wait_for_value('count(ALERTS{alertname="SuspiciousActivityDetected"}) or vector(0)', lambda v: v == 0,
+                   "SuspiciousActivityDetected no longer active", timeout=150)
     alert = {"labels": {"alertname": "SuspiciousActivityDetected", "severity": "critical"}, "annotations": {}}
     run = runbook("incident_response.yml", remediate=False, alert=alert, incident_response_dispatch=True)
     assert run.ok, run.output[-3000:]
