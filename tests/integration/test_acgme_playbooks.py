@@ -82,9 +82,10 @@ def test_violation_detected_investigates_notifies_and_prevents(monkeypatch, tmp_
     assert any("runbook_remediate=true" in step for step in record["next_steps"])
     assert future_violations(monkeypatch, postgres_server, scheduler_db)  # untouched
 
+    alert = {"labels": {"alertname": "ACGMEViolationDetected", "person_id": str(OVERWORKED), "severity": "critical"},
+             "fingerprint": "acgme-8"}
     proc, record = run_playbook(tmp_path, postgres_server, scheduler_db, "acgme_violation_detected.yml", runbook_remediate=True,
-                                **horizon, alert={"labels": {"alertname": "ACGMEViolationDetected", "person_id": str(OVERWORKED), "severity": "critical"},
-                                       "fingerprint": "acgme-8"})
+                                alert=alert, **horizon)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert len(record["runs"]) == 2  # the second run joined the open incident
     assert [a for a in record["actions"] if a["action"] == "schedule change"], proc.stdout[-6000:]
