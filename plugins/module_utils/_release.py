@@ -305,14 +305,17 @@ def _read_journal(home: Path) -> dict[str, Any] | None:
     return journal
 
 
-def _finish_interrupted(home: Path, version_file: str) -> str | None:
+def _drop_journal(home: Path, journal: dict[str, Any]) -> None:
+    (home / RESTORE_JOURNAL).unlink()
+    shutil.rmtree(home / journal["staging"], ignore_errors=True)
+
+
+def _finish_interrupted(home: Path, version_file: str, journal: dict[str, Any]) -> bool:
     """Complete a restore that was killed between its first and last rename, so the files are one version again.
 
     Its staging directory still holds the verified files not yet renamed into place: rename them (each hash checked
-    once more), write the version file, then drop the journal and the staging directory. Returns that version."""
-    journal = _read_journal(home)
-    if journal is None:
-        return None
+    once more), write the version file, then drop the journal and the staging directory. False when the staging
+    directory can no longer complete it (the journal is dropped; the restore being run puts every file in place)."""
     staging = home / journal["staging"]
     for name, expected in sorted(journal["files"].items()):
         staged = staging / name
@@ -323,14 +326,11 @@ def _finish_interrupted(home: Path, version_file: str) -> str | None:
             (home / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, home / name)
         elif not (home / name).is_file() or sha256_file(home / name) != expected:
-            # the staging directory is gone or incomplete: the live files cannot be completed from it
-            (home / RESTORE_JOURNAL).unlink()
-            shutil.rmtree(staging, ignore_errors=True)
-            return None
+            _drop_journal(home, journal)
+            return False
     _atomic_write(home / version_file, f"{journal['version']}\n")
-    (home / RESTORE_JOURNAL).unlink()
-    shutil.rmtree(staging, ignore_errors=True)
-    return str(journal["version"])
+    _drop_journal(home, journal)
+    return True
 
 
 def restore_files(archive: str, root: str, version_file: str, check_mode: bool = False,
@@ -348,8 +348,9 @@ def restore_files(archive: str, root: str, version_file: str, check_mode: bool =
     home = Path(root)
     if not home.is_dir():
         raise ReleaseError(f"path: {root} does not exist or is not a directory")
-    pending = interrupted_restore(root)
-    completed = None if check_mode else _finish_interrupted(home, version_file)
+    journal = _read_journal(home)
+    # check mode reports the interrupted restore it would complete; a real run only the one it did complete
+    pending = journal["version"] if journal and (check_mode or _finish_interrupted(home, version_file, journal)) else None
     marker = home / version_file
     before_version = _read_version_file(marker)
     before = _live_hashes(home, manifest["files"])
@@ -360,10 +361,10 @@ def restore_files(archive: str, root: str, version_file: str, check_mode: bool =
     result["msg"] = (f"{version} {'would be' if check_mode else 'was'} restored (was {before_version})" if changed
                      else f"{version} already live and identical to its manifest")
     if pending:
-        result["completed_interrupted"] = pending
+        result["completed_interrupted"] = str(pending)
         result["msg"] = (f"the interrupted restore of {pending} {'would be' if check_mode else 'was'} completed first; "
                          + result["msg"])
-        result["changed"] = result["changed"] or completed is not None or check_mode
+        result["changed"] = True
     if not changed or check_mode:
         return result
     staging = Path(tempfile.mkdtemp(dir=home, prefix=".restore_"))
