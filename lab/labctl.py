@@ -1125,7 +1125,7 @@ FAULTS = {
                   "reads it by a sequential scan (> 1 s), dashboards on --hosts (default app1) read the feed", ("SlowDatabaseQueries",),
                   _opt("--target", "--max-rows", "--readers",
                        _each=[{"type": _positive, "default": 3.0, "help": "grow the archive until the feed takes this many seconds (default 3)"},
-                              {"type": int, "default": 6_000_000, "help": "at most this many rows (default 6000000)"},
+                              {"type": int, "default": 12_000_000, "help": "at most this many rows (default 12000000)"},
                               {"type": int, "choices": range(1, 5), "default": 2, "help": "dashboards per host (default 2)"}]),
                   on=_missing_index_on, off=_missing_index_off),
         FaultSpec("pg_connections", "process", "idle sessions opened until PostgreSQL refuses more (max_connections)",
