@@ -55,7 +55,8 @@ unit: install ## pytest unit tests
 
 # Tests that boot systemd-nspawn hosts or a whole lab run one at a time (machine names, a lab's ports); they mostly
 # wait on the fleet, so the others run beside them, two at a time, each with its own servers on free ports.
-FLEET_TESTS := test_lab.py test_lab_faults.py test_lab_hosts.py test_heart_disease_lab.py test_rotate_secrets_lab.py test_scale_service.py
+FLEET_TESTS := test_lab.py test_lab_faults.py test_lab_hosts.py test_heart_disease_lab.py test_rotate_secrets_lab.py test_scale_service.py \
+	test_rotate_systemd.py test_service_status.py test_host_resources.py
 
 integration: install ## pytest integration tests against real services
 	@$(BIN)/pytest $(addprefix tests/integration/,$(FLEET_TESTS)) -q -p no:cacheprovider $(PYTEST_ARGS) > .integration-fleet.log 2>&1 & fleet=$$!; \
